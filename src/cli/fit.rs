@@ -1,0 +1,79 @@
+//! `anodet fit`: flags → FitParams → pipeline::fit → summary on stdout.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{output, progress::Bar, FeatureArgs, RuntimeArgs};
+use anodet::pipeline::fit::{default_out, fit, FitParams};
+use anodet::threshold::QuantileThreshold;
+
+#[derive(Debug, Args)]
+pub struct FitArgs {
+    /// Category folder name under --data (MVTec AD or good/bad layout).
+    #[arg(long)]
+    pub category: String,
+    /// Folder holding the categories.
+    #[arg(long, default_value = "data", value_name = "DIR")]
+    pub data: PathBuf,
+    /// Run folder to write (default: runs/<category>); replaced only when the fit succeeds.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Share of good images the default threshold should pass, in (0, 1].
+    #[arg(long, default_value_t = 0.99)]
+    pub threshold_quantile: f64,
+    /// Seed of the cross-fitting folds behind the threshold.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the fit report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub features: FeatureArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+pub fn run(args: FitArgs) -> anyhow::Result<i32> {
+    let runs_root = super::runs_root();
+    let params = FitParams {
+        data_root: args.data.clone(),
+        category: args.category.clone(),
+        backbone: args.features.backbone.clone(),
+        levels: args.features.levels(),
+        size: args.features.size,
+        aspect: args.features.aspect.into(),
+        threshold: QuantileThreshold {
+            quantile: args.threshold_quantile,
+            folds: 5,
+            seed: args.seed,
+        },
+        out: args.out.clone().unwrap_or_else(|| default_out(&runs_root, &args.category)),
+        runs_root,
+    };
+    let report = fit(&params, &args.runtime.runtime(), &Bar::new())?;
+    if args.json {
+        output::line(&serde_json::to_string_pretty(&report)?)?;
+    } else {
+        output::line(&format!(
+            "fitted {} on {} good images of {} (backbone {}, levels {}, input {}, {}) in {:.1} s",
+            report.run_dir.display(),
+            report.images,
+            report.category,
+            report.backbone,
+            report.levels,
+            report.input,
+            report.device,
+            report.seconds
+        ))?;
+        output::line(&format!(
+            "threshold {:.4}: {}; cross-fitted training scores {:.3} / {:.3} / {:.3} (min / median / max)",
+            report.threshold.value,
+            report.threshold.description,
+            report.training_scores.min,
+            report.training_scores.median,
+            report.training_scores.max
+        ))?;
+    }
+    Ok(0)
+}

@@ -1,0 +1,125 @@
+//! Command-line definition (clap derive): each field's doc comment is its help text.
+
+pub mod fit;
+pub mod output;
+pub mod progress;
+pub mod score;
+pub mod synth;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use anodet::backbone::{DeviceSpec, Levels};
+use anodet::data::image::{Aspect, InputSize};
+
+const EXIT_CODES: &str = "EXIT STATUS:\n  0  success\n  1  (score) at least one image is anomalous\n  2  error (bad input, bad flags, missing model…)";
+
+/// anodet: learn what good parts look like from good images only, then flag defective parts.
+#[derive(Debug, Parser)]
+#[command(name = "anodet", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fit a model on a category's good images and write a run folder.
+    #[command(after_long_help = concat!(
+        "EXAMPLES:\n  anodet fit --category wood\n  anodet fit --data ../shared/data --category mvtec-bottle --levels 6,7,8\n  anodet fit --category elpv-mono --aspect keep --out runs/mono-keep\n\n",
+        "EXIT STATUS:\n  0  the run folder was written\n  2  error; nothing was written"))]
+    Fit(fit::FitArgs),
+    /// Score images with a fitted model: one line per image with its score and verdict.
+    #[command(after_long_help = concat!(
+        "EXAMPLES:\n  anodet score data/wood/test/hole/*.png\n  anodet score --json --model runs/wood part.png | jq .score\n  if anodet score part.png; then echo good; fi\n\n",
+        "EXIT STATUS:\n  0  every image is good\n  1  at least one image is anomalous\n  2  an image could not be read (the others are still scored) or another error"))]
+    Score(score::ScoreArgs),
+    /// Generate a synthetic MVTec-layout category (wood texture with defects and masks).
+    #[command(
+        after_long_help = "EXAMPLES:\n  anodet synth --category wood\n  anodet synth --category wood2 --seed 7 --size 320\n\nEXIT STATUS:\n  0  the category was written\n  2  error; nothing was written"
+    )]
+    Synth(synth::SynthArgs),
+}
+
+/// Where the network runs and how it is fed.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// Device: auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", value_parser = parse::<DeviceSpec>)]
+    pub device: DeviceSpec,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Folder with exported backbones (default: ./models, else the project's models/).
+    #[arg(long, value_name = "DIR")]
+    pub models: Option<PathBuf>,
+}
+
+/// How features are made: backbone, levels and input size.
+#[derive(Debug, Clone, Args)]
+pub struct FeatureArgs {
+    /// Backbone name in the models folder, or a path to an exported .pt file.
+    #[arg(long, default_value = "efficientnet_lite0")]
+    pub backbone: String,
+    /// Feature level 1–9 (1 stem, 2–8 block stages, 9 conv head). Same as --levels N.
+    #[arg(long, value_parser = parse::<Levels>, conflicts_with = "levels")]
+    pub level: Option<Levels>,
+    /// Several levels, scores summed: e.g. 6,7,8 or 6-8. Default: 7.
+    #[arg(long, value_parser = parse::<Levels>)]
+    pub levels: Option<Levels>,
+    /// Network input size, N or WxH (default: the backbone's, 224 for Lite0).
+    #[arg(long, value_parser = parse::<InputSize>)]
+    pub size: Option<InputSize>,
+    /// squash: resize to the input size; keep: short side to the input size, long side in
+    /// proportion (for long strips).
+    #[arg(long, value_enum, default_value = "squash")]
+    pub aspect: AspectArg,
+}
+
+impl FeatureArgs {
+    pub fn levels(&self) -> Levels {
+        self.level
+            .clone()
+            .or_else(|| self.levels.clone())
+            .unwrap_or_else(|| Levels::new(vec![7]).expect("7 is a valid level"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AspectArg {
+    Squash,
+    Keep,
+}
+
+impl From<AspectArg> for Aspect {
+    fn from(value: AspectArg) -> Aspect {
+        match value {
+            AspectArg::Squash => Aspect::Squash,
+            AspectArg::Keep => Aspect::Keep,
+        }
+    }
+}
+
+impl RuntimeArgs {
+    pub fn runtime(&self) -> anodet::pipeline::Runtime {
+        anodet::pipeline::Runtime {
+            models_dir: self.models.clone().unwrap_or_else(anodet::pipeline::default_models_dir),
+            device: self.device,
+            batch_size: self.batch,
+        }
+    }
+}
+
+/// clap value parser for anodet's `FromStr` types (their errors already name the flag).
+fn parse<T: std::str::FromStr<Err = anodet::Error>>(text: &str) -> Result<T, String> {
+    text.parse::<T>().map_err(|e| match e {
+        anodet::Error::InvalidParam { problem, .. } => problem,
+        other => other.to_string(),
+    })
+}
+
+/// The folder holding runs and the `latest` pointer.
+pub fn runs_root() -> PathBuf {
+    PathBuf::from("runs")
+}

@@ -1,0 +1,223 @@
+//! Decodes any image the `image` crate reads and turns it into a normalised CHW float array.
+
+use std::fs;
+use std::io::Cursor;
+use std::path::Path;
+
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageReader};
+
+use crate::error::{Error, Result};
+
+/// How an image is brought to the network's input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aspect {
+    /// Resize straight to the input size (what the Python peer does; distorts non-square images).
+    Squash,
+    /// Scale the short side to the input size and the long side in proportion (rounded to a
+    /// multiple of 32, the network's stride), so long inspection strips keep their shape.
+    Keep,
+}
+
+/// Input size in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InputSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl std::str::FromStr for InputSize {
+    type Err = Error;
+
+    /// `N` (square) or `WxH`, each between 32 and 4096.
+    fn from_str(text: &str) -> Result<Self> {
+        let parse = |part: &str| -> Result<u32> {
+            let value: u32 = part.trim().parse().map_err(|_| {
+                Error::param("--size", format!("'{text}' is not N or WxH (e.g. 224 or 576x224)"))
+            })?;
+            if !(32..=4096).contains(&value) {
+                return Err(Error::param("--size", format!("{value} is outside 32..=4096 pixels")));
+            }
+            Ok(value)
+        };
+        match text.split_once(['x', 'X']) {
+            Some((w, h)) => Ok(InputSize { width: parse(w)?, height: parse(h)? }),
+            None => {
+                let side = parse(text)?;
+                Ok(InputSize { width: side, height: side })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for InputSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+/// Everything needed to turn an image file into network input.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Preprocess {
+    pub size: InputSize,
+    pub aspect: Aspect,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+/// A decoded, resized and normalised image: `3 × height × width` floats, channel-major.
+#[derive(Debug, Clone)]
+pub struct PreparedImage {
+    pub width: u32,
+    pub height: u32,
+    pub chw: Vec<f32>,
+}
+
+impl Preprocess {
+    /// The network input size for an image of `width × height` pixels.
+    pub fn target_size(&self, width: u32, height: u32) -> InputSize {
+        match self.aspect {
+            Aspect::Squash => self.size,
+            Aspect::Keep => {
+                let short = self.size.width.min(self.size.height) as f64;
+                let scale = short / width.min(height).max(1) as f64;
+                let round = |side: u32| (((side as f64 * scale) / 32.0).round() as u32).max(1) * 32;
+                InputSize { width: round(width), height: round(height) }
+            }
+        }
+    }
+
+    /// Decodes `path` and prepares it for the network.
+    pub fn prepare(&self, path: &Path) -> Result<PreparedImage> {
+        let image = decode(path)?;
+        Ok(self.prepare_decoded(&image))
+    }
+
+    /// Resizes (bilinear, antialiased when shrinking, as PIL does) and normalises.
+    pub fn prepare_decoded(&self, image: &DynamicImage) -> PreparedImage {
+        let target = self.target_size(image.width(), image.height());
+        let (width, height) = (target.width, target.height);
+        let plane = (width * height) as usize;
+        let mut chw = vec![0f32; 3 * plane];
+        // 8-bit sources are resized as bytes (fast); deeper ones as floats to keep their precision.
+        let is_deep = !matches!(
+            image,
+            DynamicImage::ImageLuma8(_)
+                | DynamicImage::ImageLumaA8(_)
+                | DynamicImage::ImageRgb8(_)
+                | DynamicImage::ImageRgba8(_)
+        );
+        let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / self.std[c]);
+        if is_deep {
+            let rgb = image.to_rgb32f();
+            let resized = image::imageops::resize(&rgb, width, height, FilterType::Triangle);
+            for (i, pixel) in resized.pixels().enumerate() {
+                for c in 0..3 {
+                    chw[c * plane + i] = (pixel.0[c] - self.mean[c]) * scale[c];
+                }
+            }
+        } else {
+            let rgb = image.to_rgb8();
+            let resized = if (rgb.width(), rgb.height()) == (width, height) {
+                rgb
+            } else {
+                image::imageops::resize(&rgb, width, height, FilterType::Triangle)
+            };
+            for (i, pixel) in resized.pixels().enumerate() {
+                for c in 0..3 {
+                    chw[c * plane + i] = (pixel.0[c] as f32 / 255.0 - self.mean[c]) * scale[c];
+                }
+            }
+        }
+        PreparedImage { width, height, chw }
+    }
+}
+
+/// Reads and decodes an image file; the error names the file and says what is wrong with it.
+pub fn decode(path: &Path) -> Result<DynamicImage> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    if bytes.is_empty() {
+        return Err(Error::input(path, "empty file (0 bytes)"));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::input(path, format!("cannot read: {e}")))?;
+    if reader.format().is_none() {
+        return Err(Error::input(path, "not an image (unrecognised file format)"));
+    }
+    let image = reader
+        .decode()
+        .map_err(|e| Error::input(path, format!("corrupt or truncated image: {e}")))?;
+    if image.width() == 0 || image.height() == 0 {
+        return Err(Error::input(path, "image has no pixels"));
+    }
+    Ok(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage};
+
+    fn preprocess(aspect: Aspect) -> Preprocess {
+        Preprocess {
+            size: InputSize { width: 64, height: 64 },
+            aspect,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        }
+    }
+
+    #[test]
+    fn size_parses_square_and_rectangle_and_rejects_nonsense() {
+        assert_eq!("224".parse::<InputSize>().unwrap(), InputSize { width: 224, height: 224 });
+        assert_eq!("576x224".parse::<InputSize>().unwrap(), InputSize { width: 576, height: 224 });
+        assert!("0".parse::<InputSize>().is_err());
+        assert!("abc".parse::<InputSize>().is_err());
+        assert!("99999".parse::<InputSize>().is_err());
+    }
+
+    #[test]
+    fn keep_aspect_scales_the_short_side() {
+        let p = preprocess(Aspect::Keep);
+        assert_eq!(p.target_size(1260, 500), InputSize { width: 160, height: 64 });
+        assert_eq!(preprocess(Aspect::Squash).target_size(1260, 500), p.size);
+    }
+
+    #[test]
+    fn gray_becomes_three_equal_channels_normalised() {
+        let gray = GrayImage::from_pixel(64, 64, Luma([255]));
+        let prepared = preprocess(Aspect::Squash).prepare_decoded(&DynamicImage::ImageLuma8(gray));
+        assert_eq!(prepared.chw.len(), 3 * 64 * 64);
+        assert!(prepared.chw.iter().all(|&v| (v - 1.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn sixteen_bit_keeps_its_range() {
+        let deep: ImageBuffer<Rgb<u16>, Vec<u16>> =
+            ImageBuffer::from_pixel(8, 8, Rgb([0, 32768, 65535]));
+        let prepared = preprocess(Aspect::Squash).prepare_decoded(&DynamicImage::ImageRgb16(deep));
+        let plane = 64 * 64;
+        assert!((prepared.chw[0] + 1.0).abs() < 1e-4);
+        assert!(prepared.chw[plane].abs() < 1e-3);
+        assert!((prepared.chw[2 * plane] - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn bad_files_get_one_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.png");
+        fs::write(&empty, b"").unwrap();
+        assert!(decode(&empty).unwrap_err().to_string().contains("empty file"));
+        let text = dir.path().join("text.png");
+        fs::write(&text, b"hello, not an image").unwrap();
+        assert!(decode(&text).unwrap_err().to_string().contains("not an image"));
+        let good = dir.path().join("good.png");
+        RgbImage::from_pixel(32, 32, Rgb([1, 2, 3])).save(&good).unwrap();
+        let bytes = fs::read(&good).unwrap();
+        let cut = dir.path().join("cut.png");
+        fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(decode(&cut).unwrap_err().to_string().contains("corrupt or truncated"));
+    }
+}

@@ -1,0 +1,27 @@
+//! anodet: visual inspection from good examples only.
+//!
+//! The pipeline, one module per stage:
+//! - [`data`]: find a category's images (MVTec AD or good/bad layout), decode and resize them,
+//!   split them into folds, or generate a synthetic category.
+//! - [`backbone`]: a pretrained EfficientNet exported to TorchScript, run through tch, giving
+//!   nine feature maps ("levels" 1–9).
+//! - [`features`]: global-average-pooled feature vectors per level for a set of images.
+//! - [`gaussian`]: mean and Ledoit-Wolf covariance per level; scores are Mahalanobis distances.
+//! - [`threshold`]: turning scores into verdicts.
+//! - [`model`]: the fitted model on disk.
+//! - [`pipeline`]: the verbs (`fit`, `score`) built from the stages.
+//! - [`report`]: writing outputs safely.
+
+pub mod backbone;
+pub mod data;
+pub mod error;
+pub mod features;
+pub mod gaussian;
+pub mod model;
+pub mod pipeline;
+pub mod progress;
+pub mod report;
+pub mod rng;
+pub mod threshold;
+
+pub use error::{Error, Result};

@@ -1,0 +1,26 @@
+//! The `anodet` binary: parse, dispatch one verb, map the outcome to an exit status.
+//! Exit status: 0 success, 1 `score` found an anomalous image, 2 any error.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Fit(args) => cli::fit::run(args),
+        Command::Score(args) => cli::score::run(args),
+        Command::Synth(args) => cli::synth::run(args),
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(error) => {
+            // anodet's errors already carry their cause in their message: one line.
+            eprintln!("anodet: {error}");
+            ExitCode::from(2)
+        }
+    }
+}

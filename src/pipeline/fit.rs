@@ -1,0 +1,158 @@
+//! `fit`: learn the good images of a category and write a run folder.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::backbone::Levels;
+use crate::data::image::{Aspect, InputSize};
+use crate::data::Category;
+use crate::error::{Error, Result};
+use crate::features::{preprocess_for, Extractor, OnBadImage};
+use crate::gaussian::{GaussianParams, MultiLevelGaussian};
+use crate::model::{self, BackboneRef, LevelSummary, ModelMeta, RunModel, MODEL_FORMAT_VERSION};
+use crate::pipeline::Runtime;
+use crate::progress::Progress;
+use crate::report::atomic::{self, StagingDir};
+use crate::threshold::{QuantileThreshold, MIN_FIT_IMAGES};
+
+/// What to fit and how.
+#[derive(Debug, Clone)]
+pub struct FitParams {
+    pub data_root: PathBuf,
+    pub category: String,
+    pub backbone: String,
+    pub levels: Levels,
+    pub size: Option<InputSize>,
+    pub aspect: Aspect,
+    pub threshold: QuantileThreshold,
+    /// Run folder to write (replaced atomically when the fit succeeds).
+    pub out: PathBuf,
+    /// Where `latest` is recorded.
+    pub runs_root: PathBuf,
+}
+
+/// The outcome of a fit.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FitReport {
+    pub version: u32,
+    pub run_dir: PathBuf,
+    pub category: String,
+    pub data_root: PathBuf,
+    pub layout: crate::data::Layout,
+    pub images: usize,
+    pub backbone: String,
+    pub device: String,
+    pub levels: Levels,
+    pub input: String,
+    pub threshold: crate::threshold::Threshold,
+    pub training_scores: ScoreSummary,
+    pub seconds: f64,
+}
+
+/// Distribution of cross-fitted training scores.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScoreSummary {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+pub fn fit(params: &FitParams, runtime: &Runtime, progress: &dyn Progress) -> Result<FitReport> {
+    let started = Instant::now();
+    params.threshold.check()?;
+    let category = Category::discover(&params.data_root, &params.category)?;
+    let training: Vec<PathBuf> = category.training_good().iter().map(|s| s.path.clone()).collect();
+    if training.len() < MIN_FIT_IMAGES {
+        let folder = match category.layout {
+            crate::data::Layout::Mvtec => category.root.join("train").join("good"),
+            crate::data::Layout::Simple => category.root.join("good"),
+        };
+        return Err(Error::input(
+            folder,
+            format!("found {} good images; a fit needs at least {MIN_FIT_IMAGES}", training.len()),
+        ));
+    }
+    // Claim the output folder before the long work, so an unwritable one fails at once.
+    let staging = StagingDir::new(&params.out)?;
+    let backbone = runtime.load_backbone(&params.backbone)?;
+    let preprocess = preprocess_for(backbone.info(), params.size, params.aspect);
+    let extractor = Extractor {
+        backbone: &backbone,
+        preprocess: preprocess.clone(),
+        levels: params.levels.clone(),
+        batch_size: runtime.batch_size,
+    };
+    let features = extractor.extract(&training, OnBadImage::Stop, progress)?.features;
+    let gaussian_params = GaussianParams::new();
+    let gaussians = MultiLevelGaussian::fit(&features, &gaussian_params)?;
+    let (training_scores, threshold) = params.threshold.choose(&features, &gaussian_params)?;
+
+    let info = backbone.info();
+    let meta = ModelMeta {
+        version: MODEL_FORMAT_VERSION,
+        anodet_version: env!("CARGO_PKG_VERSION").into(),
+        category: params.category.clone(),
+        backbone: BackboneRef {
+            name: info.name.clone(),
+            architecture: info.architecture.clone(),
+            torchscript_sha256: backbone.sha256().to_string(),
+            weights: info.weights.clone(),
+        },
+        levels: params.levels.clone(),
+        preprocess: preprocess.clone(),
+        covariance: "Ledoit-Wolf shrinkage (as sklearn.covariance.LedoitWolf), per level".into(),
+        score:
+            "Mahalanobis distance sqrt((x-mean)' precision (x-mean)) of the global-average-pooled \
+                features, summed over levels"
+                .into(),
+        threshold: threshold.clone(),
+        gaussians: params
+            .levels
+            .as_slice()
+            .iter()
+            .zip(gaussians.models())
+            .map(|(&level, m)| LevelSummary {
+                level,
+                dimensions: m.dim(),
+                images: m.count(),
+                shrinkage: m.shrinkage(),
+            })
+            .collect(),
+    };
+    let run = RunModel { meta, gaussians };
+    run.save(staging.path())?;
+
+    let sorted = {
+        let mut s = training_scores.to_vec();
+        s.sort_by(f64::total_cmp);
+        s
+    };
+    let report = FitReport {
+        version: MODEL_FORMAT_VERSION,
+        run_dir: params.out.clone(),
+        category: params.category.clone(),
+        data_root: params.data_root.clone(),
+        layout: category.layout,
+        images: training.len(),
+        backbone: info.name.clone(),
+        device: format!("{:?}", backbone.device()).to_lowercase(),
+        levels: params.levels.clone(),
+        input: format!("{} ({:?})", preprocess.size, preprocess.aspect).to_lowercase(),
+        threshold,
+        training_scores: ScoreSummary {
+            min: sorted[0],
+            median: crate::threshold::quantile(&sorted, 0.5)?,
+            max: sorted[sorted.len() - 1],
+        },
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    atomic::write_json(&staging.path().join(model::FIT_JSON), &report)?;
+    let run_dir = staging.commit()?;
+    model::remember_latest(&params.runs_root, &run_dir)?;
+    Ok(report)
+}
+
+/// Default output folder for a fit.
+pub fn default_out(runs_root: &Path, category: &str) -> PathBuf {
+    super::default_run_dir(runs_root, category)
+}

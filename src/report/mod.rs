@@ -1,0 +1,3 @@
+//! Writing results: atomic file and folder writes, and one writer per output format.
+
+pub mod atomic;

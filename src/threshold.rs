@@ -1,0 +1,153 @@
+//! Decision thresholds on image scores.
+//!
+//! `fit` has only good images, so its default threshold is label-free: a high quantile of
+//! *cross-fitted* scores of the training images — each image scored by a Gaussian fitted on the
+//! other folds. In-sample distances are biased low (the Gaussian has seen the image; with a few
+//! hundred images and hundreds of dimensions the bias is large), so a quantile of them would flag
+//! many good images; the χ² law of the squared distance assumes a known covariance and fails for
+//! the same reason. Cross-fitted scores behave like scores of new good images.
+
+use ndarray::Array1;
+
+use crate::error::{Error, Result};
+use crate::features::FeatureSet;
+use crate::gaussian::{GaussianParams, MultiLevelGaussian};
+use crate::rng::Rng;
+
+/// A threshold and how it was chosen (stored in the model file, shown in reports).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Threshold {
+    pub value: f64,
+    /// e.g. `cross_fitted_quantile`, `manual`, `f1_optimal`.
+    pub method: String,
+    /// Human-readable account of the choice.
+    pub description: String,
+}
+
+/// Settings of the label-free threshold.
+#[derive(Debug, Clone)]
+pub struct QuantileThreshold {
+    /// Share of good images expected below the threshold, in (0, 1]; 0.99 by default.
+    pub quantile: f64,
+    /// Number of cross-fitting folds (at most the number of images).
+    pub folds: usize,
+    pub seed: u64,
+}
+
+impl Default for QuantileThreshold {
+    fn default() -> Self {
+        QuantileThreshold { quantile: 0.99, folds: 5, seed: 0 }
+    }
+}
+
+/// The fewest good images a fit accepts: the threshold comes from cross-fitting with up to five
+/// folds, and each fold's Gaussian needs at least 2 images from the others.
+pub const MIN_FIT_IMAGES: usize = 10;
+
+impl QuantileThreshold {
+    pub fn check(&self) -> Result<()> {
+        if !(self.quantile > 0.0 && self.quantile <= 1.0) {
+            return Err(Error::param(
+                "--threshold-quantile",
+                format!("{} is outside (0, 1]", self.quantile),
+            ));
+        }
+        if self.folds < 2 {
+            return Err(Error::param("folds", "cross-fitting needs at least 2 folds"));
+        }
+        Ok(())
+    }
+
+    /// Cross-fitted scores of the training images and the threshold taken from them.
+    pub fn choose(
+        &self,
+        features: &FeatureSet,
+        params: &GaussianParams,
+    ) -> Result<(Array1<f64>, Threshold)> {
+        self.check()?;
+        let scores = cross_fitted_scores(features, params, self.folds, self.seed)?;
+        let value = quantile(scores.as_slice().unwrap_or(&[]), self.quantile)?;
+        let threshold = Threshold {
+            value,
+            method: "cross_fitted_quantile".into(),
+            description: format!(
+                "{}% quantile of the {} training images' {}-fold cross-fitted scores",
+                self.quantile * 100.0,
+                features.len(),
+                self.folds.min(features.len())
+            ),
+        };
+        Ok((scores, threshold))
+    }
+}
+
+/// Scores every image with a Gaussian fitted on the other folds (seeded random fold assignment).
+pub fn cross_fitted_scores(
+    features: &FeatureSet,
+    params: &GaussianParams,
+    folds: usize,
+    seed: u64,
+) -> Result<Array1<f64>> {
+    let n = features.len();
+    let folds = folds.min(n);
+    if n < MIN_FIT_IMAGES {
+        return Err(Error::param(
+            "training images",
+            format!("found {n} good images; a fit needs at least {MIN_FIT_IMAGES}"),
+        ));
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::new(seed).shuffle(&mut order);
+    let mut scores = Array1::zeros(n);
+    for fold in 0..folds {
+        let held_out: Vec<usize> = order.iter().copied().skip(fold).step_by(folds).collect();
+        let training: Vec<usize> = (0..n).filter(|i| !held_out.contains(i)).collect();
+        let model = MultiLevelGaussian::fit(&features.select(&training), params)?;
+        let fold_scores = model.score(&features.select(&held_out))?;
+        for (&index, &score) in held_out.iter().zip(fold_scores.iter()) {
+            scores[index] = score;
+        }
+    }
+    Ok(scores)
+}
+
+/// The `q` quantile of `values` with linear interpolation (numpy's default method).
+pub fn quantile(values: &[f64], q: f64) -> Result<f64> {
+    if values.is_empty() {
+        return Err(Error::numeric("quantile", "no values"));
+    }
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(Error::numeric("quantile", "scores contain NaN or infinity"));
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let position = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (low, high) = (position.floor() as usize, position.ceil() as usize);
+    Ok(sorted[low] + (sorted[high] - sorted[low]) * (position - low as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantile_interpolates_like_numpy() {
+        let values = [4.0, 1.0, 3.0, 2.0];
+        assert_eq!(quantile(&values, 0.0).unwrap(), 1.0);
+        assert_eq!(quantile(&values, 1.0).unwrap(), 4.0);
+        assert!((quantile(&values, 0.5).unwrap() - 2.5).abs() < 1e-12);
+        assert!((quantile(&values, 0.9).unwrap() - 3.7).abs() < 1e-12);
+        assert!(quantile(&[], 0.5).is_err());
+        assert!(quantile(&[1.0, f64::NAN], 0.5).is_err());
+    }
+
+    #[test]
+    fn rejects_bad_quantiles() {
+        for q in [0.0, -0.1, 1.5, f64::NAN] {
+            assert!(
+                QuantileThreshold { quantile: q, ..Default::default() }.check().is_err(),
+                "{q}"
+            );
+        }
+    }
+}
