@@ -63,6 +63,43 @@ pub struct RunModel {
 }
 
 impl RunModel {
+    /// Checks the model against the backbone it will score with: same file (sha256), and each
+    /// level's dimension equal to the backbone's channels there.
+    pub fn check_backbone(
+        &self,
+        dir: &Path,
+        backbone: &crate::backbone::TorchBackbone,
+    ) -> Result<()> {
+        let expected = &self.meta.backbone.torchscript_sha256;
+        if backbone.sha256() != expected {
+            return Err(Error::input(
+                backbone.path(),
+                format!(
+                    "the model in {} was fitted with another {} (sha256 {}…); refit or restore that backbone",
+                    dir.display(),
+                    self.meta.backbone.name,
+                    &expected[..12.min(expected.len())]
+                ),
+            ));
+        }
+        for (level, model) in self.meta.levels.as_slice().iter().zip(self.gaussians.models()) {
+            let channels = backbone.info().channels[*level as usize - 1];
+            if model.dim() != channels {
+                return Err(Error::input(
+                    dir.join(MODEL_JSON),
+                    format!(
+                        "level {level} of the model has {} dimensions, the backbone gives {channels}; \
+                         the run was made with other levels",
+                        model.dim()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RunModel {
     /// Writes `model.json` and `model.safetensors` into `dir` (each atomically).
     pub fn save(&self, dir: &Path) -> Result<()> {
         let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();

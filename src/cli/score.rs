@@ -32,7 +32,14 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<i32> {
         None => model::latest(&super::runs_root())?,
     };
     let run = RunModel::load(&model_dir)?;
-    let outcome = score(&run, &args.images, args.threshold, &args.runtime.runtime(), &Bar::new())?;
+    let outcome = score(
+        &run,
+        &model_dir,
+        &args.images,
+        args.threshold,
+        &args.runtime.runtime(),
+        &Bar::new(),
+    )?;
     for image in &outcome.scored {
         if args.json {
             output::line(&serde_json::to_string(image)?)?;

@@ -1,6 +1,6 @@
 //! `score`: score images with a fitted model and judge them against its threshold.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::features::{Extractor, OnBadImage};
@@ -23,9 +23,10 @@ pub struct ScoreOutcome {
     pub failures: Vec<Error>,
 }
 
-/// Scores `images` with `run`; `threshold` overrides the model's.
+/// Scores `images` with `run` (loaded from `model_dir`); `threshold` overrides the model's.
 pub fn score(
     run: &RunModel,
+    model_dir: &Path,
     images: &[PathBuf],
     threshold: Option<f64>,
     runtime: &Runtime,
@@ -35,17 +36,7 @@ pub fn score(
         return Err(Error::param("--threshold", format!("{t} is not a finite number")));
     }
     let backbone = runtime.load_backbone(&run.meta.backbone.name)?;
-    if backbone.sha256() != run.meta.backbone.torchscript_sha256 {
-        return Err(Error::input(
-            backbone.path(),
-            format!(
-                "the model was fitted with another {} (sha256 {}…); refit or restore that backbone",
-                run.meta.backbone.name,
-                &run.meta.backbone.torchscript_sha256
-                    [..12.min(run.meta.backbone.torchscript_sha256.len())]
-            ),
-        ));
-    }
+    run.check_backbone(model_dir, &backbone)?;
     let extractor = Extractor {
         backbone: &backbone,
         preprocess: run.meta.preprocess.clone(),

@@ -1,0 +1,115 @@
+//! Shared test helpers: a small generated category in a temporary folder, and the built binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anodet::data::synth::{generate, SynthParams};
+
+/// The project's models folder (scripts/setup.sh exports the default backbone there).
+pub fn models_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    assert!(
+        dir.join("efficientnet_lite0.pt").is_file(),
+        "{}/efficientnet_lite0.pt is missing: run scripts/setup.sh first",
+        dir.display()
+    );
+    dir
+}
+
+/// A temporary workspace with `data/wood` (small, 96 px) generated in it.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Self::with_images(16, 4, 3)
+    }
+
+    pub fn with_images(train_good: usize, test_good: usize, per_defect: usize) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let params = SynthParams { seed: 1, size: 96, train_good, test_good, per_defect };
+        generate(&dir.path().join("data"), "wood", &params).expect("synthetic data");
+        Workspace { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    /// Runs `anodet ARGS` in the workspace with the project's models and a small input size
+    /// where the verb takes one.
+    pub fn anodet(&self, args: &[&str]) -> Run {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_anodet"));
+        command.current_dir(self.path()).args(args);
+        let verb = args.first().copied().unwrap_or("");
+        if ["fit", "score"].contains(&verb) {
+            command.arg("--models").arg(models_dir()).args(["--device", "cpu"]);
+        }
+        if verb == "fit" && !args.contains(&"--size") {
+            command.args(["--size", "64"]);
+        }
+        Run(command.output().expect("run anodet"))
+    }
+
+    /// Every file under the workspace's runs folder.
+    pub fn run_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        collect(&self.path().join("runs"), &mut files);
+        files
+    }
+}
+
+fn collect(dir: &Path, into: &mut Vec<PathBuf>) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                collect(&path, into);
+            } else {
+                into.push(path);
+            }
+        }
+    }
+}
+
+/// A finished run of the binary.
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+
+    /// Asserts success and returns stdout.
+    pub fn ok(&self) -> String {
+        assert_eq!(self.code(), 0, "stdout:\n{}\nstderr:\n{}", self.stdout(), self.stderr());
+        self.stdout()
+    }
+
+    /// Asserts exit status 2 with exactly one `anodet: ` error line containing every `needle`.
+    pub fn fails_with(&self, needles: &[&str]) {
+        let stderr = self.stderr();
+        assert_eq!(self.code(), 2, "stdout:\n{}\nstderr:\n{stderr}", self.stdout());
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "expected one error line, got:\n{stderr}");
+        assert!(lines[0].starts_with("anodet: "), "{stderr}");
+        for needle in needles {
+            assert!(lines[0].contains(needle), "'{needle}' not in: {stderr}");
+        }
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
