@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Fit(args) => cli::fit::run(args),
         Command::Score(args) => cli::score::run(args),
+        Command::Eval(args) => cli::eval::run(args),
         Command::Synth(args) => cli::synth::run(args),
     };
     match outcome {

@@ -25,7 +25,12 @@ fn auc_and_best_f1_match_sklearn() {
         let auc = roc_auc(&case.scores, &case.labels).unwrap().unwrap();
         assert!((auc - case.roc_auc).abs() < 1e-12, "auc {auc} vs sklearn {}", case.roc_auc);
         let choice = best_f1_threshold(&case.scores, &case.labels).unwrap().unwrap();
-        assert!((choice.f1 - case.best_f1).abs() < 1e-12, "f1 {} vs sklearn {}", choice.f1, case.best_f1);
+        assert!(
+            (choice.f1 - case.best_f1).abs() < 1e-12,
+            "f1 {} vs sklearn {}",
+            choice.f1,
+            case.best_f1
+        );
         // The returned threshold reproduces that F1 when applied.
         let applied = Confusion::at(&case.scores, &case.labels, choice.threshold).unwrap();
         assert!((applied.f1().unwrap() - choice.f1).abs() < 1e-12);

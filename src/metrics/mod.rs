@@ -13,7 +13,10 @@ use crate::error::{Error, Result};
 /// Checks that `scores` and `labels` (true = defective) pair up and that scores are finite.
 pub fn validate(scores: &[f64], labels: &[bool]) -> Result<()> {
     if scores.len() != labels.len() {
-        return Err(Error::numeric("metrics", format!("{} scores but {} labels", scores.len(), labels.len())));
+        return Err(Error::numeric(
+            "metrics",
+            format!("{} scores but {} labels", scores.len(), labels.len()),
+        ));
     }
     if let Some(bad) = scores.iter().find(|s| !s.is_finite()) {
         return Err(Error::numeric("metrics", format!("score {bad} is not finite")));
@@ -37,7 +40,12 @@ impl Summary {
         let mut sorted = values.to_vec();
         sorted.sort_by(f64::total_cmp);
         let n = sorted.len();
-        let median = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
-        Summary { count: n, mean: Some(sorted.iter().sum::<f64>() / n as f64), median: Some(median) }
+        let median =
+            if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
+        Summary {
+            count: n,
+            mean: Some(sorted.iter().sum::<f64>() / n as f64),
+            median: Some(median),
+        }
     }
 }

@@ -51,8 +51,11 @@ pub fn roc_curve(scores: &[f64], labels: &[bool]) -> Result<Vec<RocPoint>> {
     }
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let mut points =
-        vec![RocPoint { threshold: f64::INFINITY, false_positive_rate: 0.0, true_positive_rate: 0.0 }];
+    let mut points = vec![RocPoint {
+        threshold: f64::INFINITY,
+        false_positive_rate: 0.0,
+        true_positive_rate: 0.0,
+    }];
     let (mut tp, mut fp) = (0.0, 0.0);
     for (k, &i) in order.iter().enumerate() {
         if labels[i] {
@@ -87,7 +90,10 @@ mod tests {
     #[test]
     fn hand_computed_with_one_tie() {
         // Pairs (defective > good): 0.35>0.1 ✓, 0.35 vs 0.4 ✗, 0.8 >both ✓✓ → 3/4; tie none.
-        assert_eq!(roc_auc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap(), Some(0.75));
+        assert_eq!(
+            roc_auc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap(),
+            Some(0.75)
+        );
         // A defective tied with a good one counts 1/2: (1 + 0.5) / 2.
         assert_eq!(roc_auc(&[0.1, 0.5, 0.5], &[false, false, true]).unwrap(), Some(0.75));
     }
@@ -107,7 +113,11 @@ mod tests {
         let curve = roc_curve(&scores, &labels).unwrap();
         let area: f64 = curve
             .windows(2)
-            .map(|w| (w[1].false_positive_rate - w[0].false_positive_rate) * (w[1].true_positive_rate + w[0].true_positive_rate) / 2.0)
+            .map(|w| {
+                (w[1].false_positive_rate - w[0].false_positive_rate)
+                    * (w[1].true_positive_rate + w[0].true_positive_rate)
+                    / 2.0
+            })
             .sum();
         assert!((area - roc_auc(&scores, &labels).unwrap().unwrap()).abs() < 1e-12);
         assert_eq!(curve.last().unwrap().false_positive_rate, 1.0);

@@ -81,6 +81,7 @@ pub fn fit(params: &FitParams, runtime: &Runtime, progress: &dyn Progress) -> Re
         preprocess: preprocess.clone(),
         levels: params.levels.clone(),
         batch_size: runtime.batch_size,
+        cache: runtime.feature_cache(&backbone, &preprocess)?,
     };
     let features = extractor.extract(&training, OnBadImage::Stop, progress)?.features;
     let gaussian_params = GaussianParams::new();

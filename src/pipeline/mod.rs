@@ -1,6 +1,7 @@
 //! Orchestration of the verbs: each function checks its params, then runs data → backbone →
 //! features → Gaussian → threshold, and returns plain results the CLI prints.
 
+pub mod eval;
 pub mod fit;
 pub mod score;
 
@@ -8,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use crate::backbone::sidecar::BackboneFiles;
 use crate::backbone::{DeviceSpec, TorchBackbone};
+use crate::data::image::Preprocess;
 use crate::error::Result;
+use crate::features::{all_levels_width, FeatureCache};
 
 /// Where backbones and the network run: shared by every verb that runs a network.
 #[derive(Debug, Clone)]
@@ -16,6 +19,8 @@ pub struct Runtime {
     pub models_dir: PathBuf,
     pub device: DeviceSpec,
     pub batch_size: usize,
+    /// Feature cache folder for fit and eval (`None`: always run the network).
+    pub cache_root: Option<PathBuf>,
 }
 
 impl Runtime {
@@ -23,6 +28,25 @@ impl Runtime {
     pub fn load_backbone(&self, name_or_path: &str) -> Result<TorchBackbone> {
         let files = BackboneFiles::locate(name_or_path, &self.models_dir)?;
         TorchBackbone::load(files, self.device.resolve()?)
+    }
+
+    /// The feature cache for `backbone` and `preprocess`, when caching is on.
+    pub fn feature_cache(
+        &self,
+        backbone: &TorchBackbone,
+        preprocess: &Preprocess,
+    ) -> Result<Option<FeatureCache>> {
+        self.cache_root
+            .as_ref()
+            .map(|root| {
+                FeatureCache::open(
+                    root,
+                    backbone.sha256(),
+                    preprocess,
+                    all_levels_width(backbone.info()),
+                )
+            })
+            .transpose()
     }
 }
 

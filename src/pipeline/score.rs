@@ -42,6 +42,7 @@ pub fn score(
         preprocess: run.meta.preprocess.clone(),
         levels: run.meta.levels.clone(),
         batch_size: runtime.batch_size,
+        cache: None,
     };
     let extraction = extractor.extract(images, OnBadImage::Skip, progress)?;
     let scores = run.gaussians.score(&extraction.features)?;

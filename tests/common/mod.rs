@@ -48,10 +48,10 @@ impl Workspace {
         let mut command = Command::new(env!("CARGO_BIN_EXE_anodet"));
         command.current_dir(self.path()).args(args);
         let verb = args.first().copied().unwrap_or("");
-        if ["fit", "score"].contains(&verb) {
+        if ["fit", "score", "eval"].contains(&verb) {
             command.arg("--models").arg(models_dir()).args(["--device", "cpu"]);
         }
-        if verb == "fit" && !args.contains(&"--size") {
+        if ["fit", "eval"].contains(&verb) && !args.contains(&"--size") {
             command.args(["--size", "64"]);
         }
         Run(command.output().expect("run anodet"))

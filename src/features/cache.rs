@@ -1,0 +1,70 @@
+//! On-disk cache of pooled features: one file per image content, per backbone and preprocessing.
+//!
+//! Key: `<backbone sha256>-<preprocessing hash>/<image sha256>.f32`. The value holds all nine
+//! pooled levels (the network computes them all anyway), so a later run with other levels, or
+//! another fold split, never runs the network again. Content hashing means renamed or copied
+//! images hit the cache, and an edited image misses it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::data::image::Preprocess;
+use crate::error::{Error, Result};
+use crate::report::atomic;
+
+/// A feature cache folder for one backbone and one preprocessing.
+#[derive(Debug, Clone)]
+pub struct FeatureCache {
+    dir: PathBuf,
+    width: usize,
+}
+
+impl FeatureCache {
+    /// Opens (creating) the cache under `root` for the given backbone and preprocessing;
+    /// `width` is the number of floats per image (all levels).
+    pub fn open(
+        root: &Path,
+        backbone_sha256: &str,
+        preprocess: &Preprocess,
+        width: usize,
+    ) -> Result<Self> {
+        let settings = serde_json::to_vec(preprocess)
+            .map_err(|e| Error::numeric("feature cache", e.to_string()))?;
+        let settings_hash = format!("{:x}", Sha256::digest(&settings));
+        let dir = root.join(format!(
+            "{}-{}",
+            &backbone_sha256[..16.min(backbone_sha256.len())],
+            &settings_hash[..16]
+        ));
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(FeatureCache { dir, width })
+    }
+
+    fn entry(&self, content_sha256: &str) -> PathBuf {
+        self.dir.join(format!("{content_sha256}.f32"))
+    }
+
+    /// The cached features of an image with this content hash; a damaged entry counts as a miss.
+    pub fn get(&self, content_sha256: &str) -> Option<Vec<f32>> {
+        let bytes = fs::read(self.entry(content_sha256)).ok()?;
+        if bytes.len() != self.width * 4 {
+            return None;
+        }
+        let values: Vec<f32> =
+            bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        values.iter().all(|v| v.is_finite()).then_some(values)
+    }
+
+    /// Stores an image's features (atomically, so concurrent runs never see half an entry).
+    pub fn put(&self, content_sha256: &str, values: &[f32]) -> Result<()> {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        atomic::write_file(&self.entry(content_sha256), &bytes)
+    }
+}
+
+/// SHA-256 of a byte slice, lower-case hex.
+pub fn content_hash(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}

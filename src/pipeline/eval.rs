@@ -1,0 +1,465 @@
+//! `eval`: how well a category's defective images are told from good ones.
+//!
+//! Protocols:
+//! - `cv` (the seed study's): every labelled image of the category, good and defective, in
+//!   stratified folds. For each fold a Gaussian is fitted on the good images of the other folds
+//!   and scores this fold, so every image gets exactly one out-of-fold score.
+//! - `mvtec` (the papers' benchmark): fit on train/good, score test/*.
+//!
+//! Thresholds are reported two ways, labelled everywhere: the *oracle* F1-optimal threshold,
+//! chosen on the very scores it is judged on (the seed's figure, optimistic), and the *honest*
+//! one: `cv` chooses each fold's threshold on the other folds' scores; `mvtec` uses the label-free
+//! threshold `fit` would store (a quantile of cross-fitted training scores).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::backbone::Levels;
+use crate::data::image::{Aspect, InputSize};
+use crate::data::split::stratified_folds;
+use crate::data::{Category, Layout, Sample, Split};
+use crate::error::{Error, Result};
+use crate::features::{preprocess_for, Extractor, FeatureSet, OnBadImage};
+use crate::gaussian::{GaussianParams, MultiLevelGaussian};
+use crate::metrics::{best_f1_threshold, roc_auc, roc_curve, Confusion, RocPoint, Summary};
+use crate::pipeline::Runtime;
+use crate::progress::Progress;
+use crate::threshold::QuantileThreshold;
+
+/// Version of `metrics.json`.
+pub const EVAL_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Cv,
+    Mvtec,
+}
+
+/// What to evaluate and how.
+#[derive(Debug, Clone)]
+pub struct EvalParams {
+    pub data_root: PathBuf,
+    pub category: String,
+    pub backbone: String,
+    pub levels: Levels,
+    pub size: Option<InputSize>,
+    pub aspect: Aspect,
+    pub protocol: Protocol,
+    pub folds: usize,
+    pub seed: u64,
+    /// Whole cross-validations with seeds seed, seed+1, …
+    pub repeats: usize,
+    /// The label-free threshold of the `mvtec` protocol.
+    pub fit_threshold: QuantileThreshold,
+}
+
+impl EvalParams {
+    fn check(&self) -> Result<()> {
+        if self.repeats == 0 {
+            return Err(Error::param("--repeats", "must be at least 1"));
+        }
+        if self.protocol == Protocol::Mvtec && self.repeats > 1 {
+            return Err(Error::param(
+                "--repeats",
+                "the mvtec protocol has no random split to repeat",
+            ));
+        }
+        self.fit_threshold.check()
+    }
+}
+
+/// One evaluated image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScoredSample {
+    pub path: PathBuf,
+    pub defect_type: String,
+    pub defective: bool,
+    /// Fold that scored it (`cv`), or `None` (`mvtec`).
+    pub fold: Option<usize>,
+    pub score: f64,
+}
+
+/// A threshold and what it gives.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ThresholdResult {
+    /// How the threshold was chosen.
+    pub method: String,
+    /// The threshold(s): one value, or one per fold for out-of-fold choices.
+    pub thresholds: Vec<f64>,
+    pub confusion: Confusion,
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
+    pub f1: Option<f64>,
+}
+
+impl ThresholdResult {
+    fn new(method: &str, thresholds: Vec<f64>, confusion: Confusion) -> Self {
+        ThresholdResult {
+            method: method.into(),
+            thresholds,
+            precision: confusion.precision(),
+            recall: confusion.recall(),
+            f1: confusion.f1(),
+            confusion,
+        }
+    }
+}
+
+/// Per-fold facts (one "fold" under the mvtec protocol).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FoldResult {
+    pub fold: usize,
+    pub training_images: usize,
+    pub auc: Option<f64>,
+    /// In-sample scores of the fold's training images (the seed plots them).
+    pub training_scores: Vec<f64>,
+}
+
+/// All figures of one cross-validation (or one mvtec evaluation).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunMetrics {
+    pub seed: u64,
+    pub auc: Option<f64>,
+    pub auc_per_defect_type: BTreeMap<String, Option<f64>>,
+    pub good: Summary,
+    pub defective: Summary,
+    pub per_defect_type: BTreeMap<String, Summary>,
+    /// F1-optimal threshold on all the scores it is judged on (optimistic).
+    pub oracle: Option<ThresholdResult>,
+    /// Threshold chosen without looking at the judged images' labels.
+    pub honest: Option<ThresholdResult>,
+    pub folds: Vec<FoldResult>,
+    #[serde(skip)]
+    pub samples: Vec<ScoredSample>,
+    #[serde(skip)]
+    pub roc: Vec<RocPoint>,
+}
+
+/// Mean and standard deviation of one figure over the repeats.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Spread {
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// The whole evaluation.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvalReport {
+    pub version: u32,
+    pub category: String,
+    pub data_root: PathBuf,
+    pub protocol: Protocol,
+    pub backbone: String,
+    pub levels: Levels,
+    pub input: String,
+    pub folds: usize,
+    pub images: usize,
+    pub good_images: usize,
+    pub defective_images: usize,
+    pub warnings: Vec<String>,
+    pub runs: Vec<RunMetrics>,
+    /// Over the repeats (present when there are several).
+    pub spread: BTreeMap<String, Spread>,
+    pub feature_seconds: f64,
+    /// Images whose features were needed (fit and judged), and how many came from the cache.
+    pub extracted_images: usize,
+    pub cache_hits: usize,
+    pub seconds: f64,
+}
+
+pub fn evaluate(
+    params: &EvalParams,
+    runtime: &Runtime,
+    progress: &dyn Progress,
+) -> Result<EvalReport> {
+    let started = Instant::now();
+    params.check()?;
+    let category = Category::discover(&params.data_root, &params.category)?;
+    let (fit_samples, judged): (Vec<&Sample>, Vec<&Sample>) = match params.protocol {
+        Protocol::Cv => (Vec::new(), category.all().iter().collect()),
+        Protocol::Mvtec => {
+            if category.layout != Layout::Mvtec {
+                return Err(Error::input(
+                    &category.root,
+                    "the mvtec protocol needs the MVTec AD layout (train/good, test/*)",
+                ));
+            }
+            (category.training_good(), category.test_samples())
+        }
+    };
+    if judged.is_empty() {
+        return Err(Error::input(&category.root, "no images to evaluate"));
+    }
+    let labels: Vec<bool> = judged.iter().map(|s| s.is_defective()).collect();
+    let defective_count = labels.iter().filter(|&&d| d).count();
+    let mut warnings = Vec::new();
+    if defective_count == 0 {
+        warnings.push(format!(
+            "{} has no defective images: AUC, F1 and thresholds are undefined; only score summaries are reported",
+            category.root.display()
+        ));
+    }
+
+    let backbone = runtime.load_backbone(&params.backbone)?;
+    let preprocess = preprocess_for(backbone.info(), params.size, params.aspect);
+    let extractor = Extractor {
+        backbone: &backbone,
+        preprocess: preprocess.clone(),
+        levels: params.levels.clone(),
+        batch_size: runtime.batch_size,
+        cache: runtime.feature_cache(&backbone, &preprocess)?,
+    };
+    let mut paths: Vec<PathBuf> = fit_samples.iter().map(|s| s.path.clone()).collect();
+    paths.extend(judged.iter().map(|s| s.path.clone()));
+    let feature_started = Instant::now();
+    let extraction = extractor.extract(&paths, OnBadImage::Stop, progress)?;
+    let feature_seconds = feature_started.elapsed().as_secs_f64();
+    let all_features = extraction.features;
+    let fit_features = all_features.select(&(0..fit_samples.len()).collect::<Vec<_>>());
+    let judged_features =
+        all_features.select(&(fit_samples.len()..paths.len()).collect::<Vec<_>>());
+
+    let gaussian = GaussianParams::new();
+    let runs = match params.protocol {
+        Protocol::Cv => (0..params.repeats)
+            .map(|r| {
+                cross_validate(
+                    &judged,
+                    &judged_features,
+                    &labels,
+                    params.folds,
+                    params.seed + r as u64,
+                    &gaussian,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?,
+        Protocol::Mvtec => {
+            vec![fixed_split(&judged, &judged_features, &labels, &fit_features, params, &gaussian)?]
+        }
+    };
+    let spread = if runs.len() > 1 { spreads(&runs) } else { BTreeMap::new() };
+    Ok(EvalReport {
+        version: EVAL_FORMAT_VERSION,
+        category: params.category.clone(),
+        data_root: params.data_root.clone(),
+        protocol: params.protocol,
+        backbone: backbone.info().name.clone(),
+        levels: params.levels.clone(),
+        input: format!("{} ({:?})", preprocess.size, preprocess.aspect).to_lowercase(),
+        folds: if params.protocol == Protocol::Cv { params.folds } else { 1 },
+        images: judged.len(),
+        good_images: judged.len() - defective_count,
+        defective_images: defective_count,
+        warnings,
+        runs,
+        spread,
+        feature_seconds,
+        extracted_images: paths.len(),
+        cache_hits: extraction.cache_hits,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn cross_validate(
+    samples: &[&Sample],
+    features: &FeatureSet,
+    labels: &[bool],
+    folds: usize,
+    seed: u64,
+    gaussian: &GaussianParams,
+) -> Result<RunMetrics> {
+    let assignment = stratified_folds(labels, folds, seed)?;
+    let mut scores = vec![0.0; samples.len()];
+    let mut fold_results = Vec::new();
+    for fold in 0..folds {
+        let training: Vec<usize> =
+            (0..samples.len()).filter(|&i| assignment[i] != fold && !labels[i]).collect();
+        let held_out: Vec<usize> = (0..samples.len()).filter(|&i| assignment[i] == fold).collect();
+        let model = fit_fold(features, &training, gaussian, fold)?;
+        let training_scores = model.score(&features.select(&training))?.to_vec();
+        let held_scores = model.score(&features.select(&held_out))?;
+        for (&i, &s) in held_out.iter().zip(held_scores.iter()) {
+            scores[i] = s;
+        }
+        let fold_labels: Vec<bool> = held_out.iter().map(|&i| labels[i]).collect();
+        fold_results.push(FoldResult {
+            fold,
+            training_images: training.len(),
+            auc: roc_auc(held_scores.as_slice().unwrap_or(&[]), &fold_labels)?,
+            training_scores,
+        });
+    }
+    // Honest: each fold judged at the threshold that is F1-optimal on the other folds' scores.
+    let mut honest_confusion = Confusion::default();
+    let mut honest_thresholds = Vec::new();
+    let mut honest_defined = true;
+    for fold in 0..folds {
+        let (others, this): (Vec<usize>, Vec<usize>) =
+            (0..samples.len()).partition(|&i| assignment[i] != fold);
+        let other_scores: Vec<f64> = others.iter().map(|&i| scores[i]).collect();
+        let other_labels: Vec<bool> = others.iter().map(|&i| labels[i]).collect();
+        match best_f1_threshold(&other_scores, &other_labels)? {
+            Some(choice) => {
+                for &i in &this {
+                    honest_confusion.add(labels[i], scores[i] > choice.threshold);
+                }
+                honest_thresholds.push(choice.threshold);
+            }
+            None => honest_defined = false,
+        }
+    }
+    let honest = honest_defined.then(|| {
+        ThresholdResult::new(
+            "per fold: F1-optimal threshold on the other folds' out-of-fold scores, applied to this fold",
+            honest_thresholds,
+            honest_confusion,
+        )
+    });
+    let scored = samples
+        .iter()
+        .zip(&scores)
+        .zip(&assignment)
+        .map(|((s, &score), &fold)| ScoredSample {
+            path: s.path.clone(),
+            defect_type: s.defect_type.clone(),
+            defective: s.is_defective(),
+            fold: Some(fold),
+            score,
+        })
+        .collect();
+    summarise(seed, scored, labels, honest, fold_results)
+}
+
+fn fixed_split(
+    samples: &[&Sample],
+    features: &FeatureSet,
+    labels: &[bool],
+    fit_features: &FeatureSet,
+    params: &EvalParams,
+    gaussian: &GaussianParams,
+) -> Result<RunMetrics> {
+    let training: Vec<usize> = (0..fit_features.len()).collect();
+    let model = fit_fold(fit_features, &training, gaussian, 0)?;
+    let training_scores = model.score(fit_features)?.to_vec();
+    let scores = model.score(features)?;
+    let (_, label_free) = params.fit_threshold.choose(fit_features, gaussian)?;
+    let confusion = Confusion::at(scores.as_slice().unwrap_or(&[]), labels, label_free.value)?;
+    let honest = Some(ThresholdResult::new(
+        &format!("label-free, as `anodet fit` stores it: {}", label_free.description),
+        vec![label_free.value],
+        confusion,
+    ));
+    let scored = samples
+        .iter()
+        .zip(scores.iter())
+        .map(|(s, &score)| ScoredSample {
+            path: s.path.clone(),
+            defect_type: s.defect_type.clone(),
+            defective: s.is_defective(),
+            fold: None,
+            score,
+        })
+        .collect();
+    let folds = vec![FoldResult {
+        fold: 0,
+        training_images: fit_features.len(),
+        auc: roc_auc(scores.as_slice().unwrap_or(&[]), labels)?,
+        training_scores,
+    }];
+    debug_assert!(samples.iter().all(|s| s.split == Split::Test));
+    summarise(params.seed, scored, labels, honest, folds)
+}
+
+fn fit_fold(
+    features: &FeatureSet,
+    training: &[usize],
+    gaussian: &GaussianParams,
+    fold: usize,
+) -> Result<MultiLevelGaussian> {
+    if training.len() < 2 {
+        return Err(Error::param(
+            "--folds",
+            format!(
+                "fold {} leaves {} good images to fit on; use fewer folds or more good images",
+                fold + 1,
+                training.len()
+            ),
+        ));
+    }
+    MultiLevelGaussian::fit(&features.select(training), gaussian)
+}
+
+fn summarise(
+    seed: u64,
+    samples: Vec<ScoredSample>,
+    labels: &[bool],
+    honest: Option<ThresholdResult>,
+    folds: Vec<FoldResult>,
+) -> Result<RunMetrics> {
+    let scores: Vec<f64> = samples.iter().map(|s| s.score).collect();
+    let good_scores: Vec<f64> = samples.iter().filter(|s| !s.defective).map(|s| s.score).collect();
+    let defective_scores: Vec<f64> =
+        samples.iter().filter(|s| s.defective).map(|s| s.score).collect();
+    let mut per_type: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for sample in samples.iter().filter(|s| s.defective) {
+        per_type.entry(sample.defect_type.clone()).or_default().push(sample.score);
+    }
+    let mut auc_per_defect_type = BTreeMap::new();
+    for (defect_type, type_scores) in &per_type {
+        let mut joined = good_scores.clone();
+        joined.extend(type_scores);
+        let joined_labels: Vec<bool> = (0..joined.len()).map(|i| i >= good_scores.len()).collect();
+        auc_per_defect_type.insert(defect_type.clone(), roc_auc(&joined, &joined_labels)?);
+    }
+    let oracle = best_f1_threshold(&scores, labels)?
+        .map(|choice| -> Result<ThresholdResult> {
+            Ok(ThresholdResult::new(
+                "F1-optimal on all the scores it is judged on (optimistic)",
+                vec![choice.threshold],
+                Confusion::at(&scores, labels, choice.threshold)?,
+            ))
+        })
+        .transpose()?;
+    Ok(RunMetrics {
+        seed,
+        auc: roc_auc(&scores, labels)?,
+        auc_per_defect_type,
+        good: Summary::of(&good_scores),
+        defective: Summary::of(&defective_scores),
+        per_defect_type: per_type.iter().map(|(t, s)| (t.clone(), Summary::of(s))).collect(),
+        oracle,
+        honest,
+        folds,
+        roc: roc_curve(&scores, labels)?,
+        samples,
+    })
+}
+
+/// Mean, std, min and max of the headline figures over the repeats.
+fn spreads(runs: &[RunMetrics]) -> BTreeMap<String, Spread> {
+    type Figure = fn(&RunMetrics) -> Option<f64>;
+    let figures: [(&str, Figure); 5] = [
+        ("auc", |r| r.auc),
+        ("oracle_f1", |r| r.oracle.as_ref().and_then(|t| t.f1)),
+        ("honest_f1", |r| r.honest.as_ref().and_then(|t| t.f1)),
+        ("honest_precision", |r| r.honest.as_ref().and_then(|t| t.precision)),
+        ("honest_recall", |r| r.honest.as_ref().and_then(|t| t.recall)),
+    ];
+    let mut out = BTreeMap::new();
+    for (name, get) in figures {
+        let values: Vec<f64> = runs.iter().filter_map(get).collect();
+        if values.is_empty() {
+            continue;
+        }
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        out.insert(name.to_string(), Spread { mean, std: variance.sqrt(), min, max });
+    }
+    out
+}
