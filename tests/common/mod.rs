@@ -49,7 +49,10 @@ impl Workspace {
         command.current_dir(self.path()).args(args);
         let verb = args.first().copied().unwrap_or("");
         if ["fit", "score", "eval"].contains(&verb) {
-            command.arg("--models").arg(models_dir()).args(["--device", "cpu"]);
+            if !args.contains(&"--models") {
+                command.arg("--models").arg(models_dir());
+            }
+            command.args(["--device", "cpu"]);
         }
         if ["fit", "eval"].contains(&verb) && !args.contains(&"--size") {
             command.args(["--size", "64"]);
