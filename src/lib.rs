@@ -17,6 +17,7 @@ pub mod data;
 pub mod error;
 pub mod features;
 pub mod gaussian;
+pub mod heatmap;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         Command::Fit(args) => cli::fit::run(args),
         Command::Score(args) => cli::score::run(args),
         Command::Eval(args) => cli::eval::run(args),
+        Command::Heatmap(args) => cli::heatmap::run(args),
         Command::Synth(args) => cli::synth::run(args),
     };
     match outcome {

@@ -71,9 +71,15 @@ impl TorchBackbone {
 
     /// The nine un-pooled feature maps for `input`.
     pub fn forward(&self, input: &Tensor) -> Result<Vec<Tensor>> {
-        let output =
-            tch::no_grad(|| self.module.forward_is(&[IValue::Tensor(input.shallow_clone())]))
-                .map_err(|e| Error::torch(format!("{}: forward pass", self.path().display()), e))?;
+        tch::no_grad(|| self.forward_tracked(input))
+    }
+
+    /// Like [`TorchBackbone::forward`], but records autograd history (for input gradients).
+    pub fn forward_tracked(&self, input: &Tensor) -> Result<Vec<Tensor>> {
+        let output = self
+            .module
+            .forward_is(&[IValue::Tensor(input.shallow_clone())])
+            .map_err(|e| Error::torch(format!("{}: forward pass", self.path().display()), e))?;
         let maps = match output {
             IValue::TensorList(maps) => maps,
             IValue::Tuple(items) => items

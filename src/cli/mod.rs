@@ -2,6 +2,7 @@
 
 pub mod eval;
 pub mod fit;
+pub mod heatmap;
 pub mod output;
 pub mod progress;
 pub mod score;
@@ -42,6 +43,12 @@ pub enum Command {
         "OUTPUTS (in --out): scores.csv, metrics.json, roc.png, histogram.png, strip.png, confusion.png\n\n",
         "EXIT STATUS:\n  0  evaluated (warnings, e.g. no defective images, go to stderr)\n  2  error; nothing was written"))]
     Eval(eval::EvalArgs),
+    /// Show where the anomaly is: overlay PNG and raw map (.npy) per image, or --eval against masks.
+    #[command(after_long_help = concat!(
+        "EXAMPLES:\n  anodet heatmap data/wood/test/hole/000.png\n  anodet heatmap --method feature --levels 2,4,7 part.png   # levels side by side\n  anodet heatmap --eval --method patch,feature,gradient        # pixel AUC per method\n\n",
+        "The colours use one fixed scale per run, from its good training images: transparent at their\nmedian map value, red at their 99.9% quantile and above.\n\n",
+        "EXIT STATUS:\n  0  maps written\n  2  an image could not be read (the others are still drawn) or another error"))]
+    Heatmap(heatmap::HeatmapArgs),
     /// Generate a synthetic MVTec-layout category (wood texture with defects and masks).
     #[command(
         after_long_help = "EXAMPLES:\n  anodet synth --category wood\n  anodet synth --category wood2 --seed 7 --size 320\n\nEXIT STATUS:\n  0  the category was written\n  2  error; nothing was written"

@@ -3,6 +3,7 @@
 //! a class is missing: it returns `None` rather than NaN.
 
 pub mod confusion;
+pub mod pro;
 pub mod roc;
 
 pub use confusion::{best_f1_threshold, Confusion, F1Choice};

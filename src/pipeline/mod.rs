@@ -3,6 +3,7 @@
 
 pub mod eval;
 pub mod fit;
+pub mod heatmap;
 pub mod score;
 
 use std::path::{Path, PathBuf};

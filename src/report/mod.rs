@@ -2,5 +2,7 @@
 
 pub mod atomic;
 pub mod csv;
+pub mod npy;
+pub mod overlay;
 pub mod plots;
 pub mod table;

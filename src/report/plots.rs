@@ -20,7 +20,8 @@ const DEFECTIVE: RGBColor = RGBColor(215, 48, 39);
 const TRAINING: RGBColor = RGBColor(120, 120, 120);
 const HONEST: RGBColor = RGBColor(255, 150, 0);
 
-fn register_font() {
+/// Makes the embedded font available to plotters (once per process).
+pub fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The font is compiled in; registration cannot fail for valid TTF bytes.

@@ -1,0 +1,144 @@
+//! Anomaly maps: where in an image the anomaly is, as numbers (drawing lives in `report`).
+//!
+//! Methods:
+//! - `feature`: each spatial position's feature vector at one level, scored by that level's
+//!   Gaussian (fitted on pooled features). No backward pass.
+//! - `gradient`: the gradient of the image score (summed Mahalanobis distance of the pooled
+//!   levels) with respect to the input pixels, as in the original study's code; magnitude.
+//! - `patch` (PaDiM-style): a Gaussian per spatial position over levels 3, 4 and 5 (upsampled
+//!   to level 3's grid and concatenated), fitted on the good training images.
+//!
+//! Every map is computed at network resolution, smoothed (Gaussian, σ = 4 px at the input
+//! size) and resized to the image (bilinear).
+
+pub mod patch;
+pub mod smooth;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::backbone::TorchBackbone;
+use crate::error::{Error, Result};
+use crate::gaussian::GaussianModel;
+
+pub use patch::PatchModel;
+
+/// How a map is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Feature,
+    Gradient,
+    Patch,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Feature => "feature",
+            Method::Gradient => "gradient",
+            Method::Patch => "patch",
+        }
+    }
+}
+
+/// A fitted Gaussian as tensors on the network's device, for batched distances.
+pub struct TensorGaussian {
+    mean: Tensor,
+    precision: Tensor,
+}
+
+impl TensorGaussian {
+    pub fn new(model: &GaussianModel, device: Device) -> Result<Self> {
+        let d = model.dim() as i64;
+        let mean: Vec<f32> = model.mean().iter().map(|&v| v as f32).collect();
+        let precision: Vec<f32> = model.precision().iter().map(|&v| v as f32).collect();
+        Ok(TensorGaussian {
+            mean: Tensor::from_slice(&mean).to_device(device),
+            precision: Tensor::from_slice(&precision).view([d, d]).to_device(device),
+        })
+    }
+
+    /// Mahalanobis distance of each vector along the last dimension of `x`.
+    pub fn distances(&self, x: &Tensor) -> Result<Tensor> {
+        let centred = x.f_sub(&self.mean).map_err(torch("distances"))?;
+        let quadratic = centred
+            .f_matmul(&self.precision)
+            .and_then(|p| p.f_mul(&centred))
+            .and_then(|p| p.f_sum_dim_intlist(-1, false, Kind::Float))
+            .map_err(torch("distances"))?;
+        Ok(quadratic.clamp_min(0.0).sqrt())
+    }
+}
+
+/// Maps a tch error with a context.
+pub(crate) fn torch(context: &'static str) -> impl Fn(tch::TchError) -> Error {
+    move |e| Error::torch(context, e)
+}
+
+/// What computes the maps for a run.
+pub enum MapModel {
+    /// One level's Gaussian applied at every position of that level's map.
+    Feature {
+        level: u8,
+        gaussian: TensorGaussian,
+    },
+    /// Gradient of the image score with respect to the input pixels.
+    Gradient,
+    Patch(PatchModel),
+}
+
+/// Maps and image scores of one batch.
+pub struct BatchMaps {
+    /// `n × h × w` at network resolution, on the CPU.
+    pub raw: Tensor,
+    /// The run's image scores (summed pooled distances).
+    pub scores: Vec<f64>,
+}
+
+impl MapModel {
+    /// One forward pass (with a backward pass for `gradient`): raw maps and image scores.
+    /// `image_gaussians` are the run's per-level Gaussians that define the image score.
+    pub fn run(
+        &self,
+        backbone: &TorchBackbone,
+        input: &Tensor,
+        image_gaussians: &[(u8, TensorGaussian)],
+    ) -> Result<BatchMaps> {
+        let tracked = matches!(self, MapModel::Gradient);
+        let leaf =
+            if tracked { input.detach().set_requires_grad(true) } else { input.shallow_clone() };
+        let levels =
+            if tracked { backbone.forward_tracked(&leaf)? } else { backbone.forward(&leaf)? };
+        let mut total = Tensor::zeros([input.size()[0]], (Kind::Float, input.device()));
+        for (level, gaussian) in image_gaussians {
+            let pooled = levels[*level as usize - 1]
+                .f_mean_dim(&[2i64, 3][..], false, Kind::Float)
+                .map_err(torch("image score"))?;
+            // Out of place: in the gradient method, `total` is part of the autograd graph.
+            total = total.f_add(&gaussian.distances(&pooled)?).map_err(torch("image score"))?;
+        }
+        let raw = match self {
+            MapModel::Feature { level, gaussian } => tch::no_grad(|| {
+                gaussian.distances(&levels[*level as usize - 1].permute([0, 2, 3, 1]))
+            })?,
+            MapModel::Gradient => {
+                // Each image's score depends on its own pixels only: one backward pass serves all.
+                let grads =
+                    Tensor::f_run_backward(&[total.sum(Kind::Float)], &[&leaf], false, false)
+                        .map_err(torch("gradient map"))?;
+                let grad = grads
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::numeric("gradient map", "no gradient"))?;
+                grad.pow_tensor_scalar(2).sum_dim_intlist(1, false, Kind::Float).sqrt()
+            }
+            MapModel::Patch(model) => tch::no_grad(|| model.maps_from_levels(&levels))?,
+        };
+        let scores = Vec::<f32>::try_from(total.detach().to_device(Device::Cpu).contiguous())
+            .map_err(torch("image score"))?
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        Ok(BatchMaps { raw: raw.detach().to_device(Device::Cpu).to_kind(Kind::Float), scores })
+    }
+}

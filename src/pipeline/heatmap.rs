@@ -1,0 +1,509 @@
+//! `heatmap`: anomaly maps of images under a fitted run, and their evaluation against masks.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use image::DynamicImage;
+use rayon::prelude::*;
+use tch::Tensor;
+
+use crate::backbone::{Levels, TorchBackbone};
+use crate::data::image::{decode, Aspect, PreparedImage};
+use crate::data::{Category, Sample};
+use crate::error::{Error, Result};
+use crate::features::{Extractor, OnBadImage};
+use crate::gaussian::GaussianParams;
+use crate::heatmap::patch::PatchAccumulator;
+use crate::heatmap::{smooth, MapModel, Method, PatchModel, TensorGaussian};
+use crate::metrics::pro::{pro_auc, LabelledMap};
+use crate::metrics::roc_auc;
+use crate::model::{RunModel, FIT_JSON};
+use crate::pipeline::Runtime;
+use crate::progress::Progress;
+use crate::report::atomic;
+use crate::threshold::quantile;
+
+/// The fixed colour scale of a run's maps, from its good training images, so that a good image
+/// does not light up just because each map would otherwise be stretched to its own range.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MapScale {
+    pub method: Method,
+    pub level: Option<u8>,
+    /// Median map value over good training images: drawn fully transparent.
+    pub low: f32,
+    /// 99.9% quantile of map values over good training images: the top of the colour bar.
+    pub high: f32,
+    pub images: usize,
+}
+
+/// Images used for the scale (evenly spread over the training set).
+const SCALE_IMAGES: usize = 32;
+
+/// A run opened for drawing maps.
+pub struct Heatmapper {
+    pub run: RunModel,
+    pub method: Method,
+    pub level: Option<u8>,
+    backbone: TorchBackbone,
+    model: MapModel,
+    image_gaussians: Vec<(u8, TensorGaussian)>,
+    pub scale: MapScale,
+    batch_size: usize,
+}
+
+/// The map of one image at the image's own size.
+pub struct ImageMap {
+    pub path: PathBuf,
+    pub score: f64,
+    pub width: u32,
+    pub height: u32,
+    pub values: Vec<f32>,
+}
+
+#[derive(serde::Deserialize)]
+struct FitFacts {
+    category: String,
+    data_root: PathBuf,
+}
+
+impl Heatmapper {
+    /// Opens the run in `run_dir` for `method` (at `level` for the feature method: default the
+    /// run's last level). Builds and stores what the method needs the first time.
+    pub fn open(
+        run_dir: &Path,
+        method: Method,
+        level: Option<u8>,
+        runtime: &Runtime,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
+        let run = RunModel::load(run_dir)?;
+        let backbone = runtime.load_backbone(&run.meta.backbone.name)?;
+        run.check_backbone(run_dir, &backbone)?;
+        let device = backbone.device();
+        let image_gaussians = run
+            .meta
+            .levels
+            .as_slice()
+            .iter()
+            .zip(run.gaussians.models())
+            .map(|(&l, g)| Ok((l, TensorGaussian::new(g, device)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let level = match method {
+            Method::Feature => {
+                Some(level.unwrap_or(*run.meta.levels.as_slice().last().unwrap_or(&7)))
+            }
+            _ => None,
+        };
+        if let Some(l) = level {
+            Levels::new(vec![l])?;
+        }
+        if method == Method::Patch && run.meta.preprocess.aspect == Aspect::Keep {
+            return Err(Error::param(
+                "--method",
+                "the patch method needs one input size for all images; refit with --aspect squash",
+            ));
+        }
+        let training = || training_paths(run_dir);
+        let model = match method {
+            Method::Gradient => MapModel::Gradient,
+            Method::Feature => {
+                let l = level.unwrap_or(7);
+                match run.meta.levels.as_slice().iter().position(|&x| x == l) {
+                    Some(i) => MapModel::Feature {
+                        level: l,
+                        gaussian: TensorGaussian::new(&run.gaussians.models()[i], device)?,
+                    },
+                    // A level the run was not fitted on: fit it on the run's training images.
+                    None => {
+                        fit_map_model(
+                            method,
+                            level,
+                            &run,
+                            &backbone,
+                            &training()?,
+                            runtime,
+                            progress,
+                        )?
+                        .0
+                    }
+                }
+            }
+            Method::Patch => {
+                let file = run_dir.join("heatmap-patch.safetensors");
+                if file.is_file() {
+                    MapModel::Patch(PatchModel::load(&file, device)?)
+                } else {
+                    let model = fit_patch_model(
+                        &backbone,
+                        &run,
+                        &training()?,
+                        runtime.batch_size,
+                        progress,
+                    )?;
+                    model.save(&file)?;
+                    MapModel::Patch(model)
+                }
+            }
+        };
+        let mut heatmapper = Heatmapper {
+            run,
+            method,
+            level,
+            backbone,
+            model,
+            image_gaussians,
+            scale: MapScale { method, level, low: 0.0, high: 1.0, images: 0 },
+            batch_size: runtime.batch_size.max(1),
+        };
+        let scale_file = run_dir.join(match level {
+            Some(l) => format!("heatmap-{}-level{l}.json", method.name()),
+            None => format!("heatmap-{}.json", method.name()),
+        });
+        heatmapper.scale = match std::fs::read_to_string(&scale_file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<MapScale>(&t).ok())
+        {
+            Some(scale) if scale.method == method && scale.level == level => scale,
+            _ => {
+                let scale = heatmapper.measure_scale(&training()?, runtime, progress)?;
+                atomic::write_json(&scale_file, &scale)?;
+                scale
+            }
+        };
+        Ok(heatmapper)
+    }
+
+    pub fn backbone(&self) -> &TorchBackbone {
+        &self.backbone
+    }
+
+    /// Smoothed maps at the network input size and image scores, for same-sized images.
+    pub fn maps_at_input(&self, images: &[&PreparedImage]) -> Result<(Vec<Tensor>, Vec<f64>)> {
+        let input = self.backbone.batch_tensor(images)?;
+        let batch = self.model.run(&self.backbone, &input, &self.image_gaussians)?;
+        let size = input.size();
+        let smoothed = smooth::to_input_size(&batch.raw, size[2], size[3])?;
+        Ok(((0..images.len() as i64).map(|i| smoothed.get(i)).collect(), batch.scores))
+    }
+
+    /// Maps of image files at their own size; unreadable files are returned as errors.
+    pub fn map_files(
+        &self,
+        paths: &[PathBuf],
+        progress: &dyn Progress,
+    ) -> Result<(Vec<ImageMap>, Vec<Error>)> {
+        let preprocess = &self.run.meta.preprocess;
+        let mut maps = Vec::new();
+        let mut failures = Vec::new();
+        progress.start(paths.len() as u64, "drawing maps");
+        for chunk in paths.chunks(self.batch_size) {
+            let decoded: Vec<(PathBuf, Result<(DynamicImage, PreparedImage)>)> = chunk
+                .par_iter()
+                .map(|path| {
+                    let prepared = decode(path).map(|image| {
+                        let prepared = preprocess.prepare_decoded(&image);
+                        (image, prepared)
+                    });
+                    (path.clone(), prepared)
+                })
+                .collect();
+            let mut ready = Vec::new();
+            for (path, item) in decoded {
+                match item {
+                    Ok((image, prepared)) => {
+                        ready.push((path, image.width(), image.height(), prepared))
+                    }
+                    Err(e) => failures.push(e),
+                }
+            }
+            // One forward pass per group of equal input size.
+            let mut groups: BTreeMap<(u32, u32), Vec<usize>> = BTreeMap::new();
+            for (i, (_, _, _, prepared)) in ready.iter().enumerate() {
+                groups.entry((prepared.width, prepared.height)).or_default().push(i);
+            }
+            let mut chunk_maps: Vec<(usize, ImageMap)> = Vec::new();
+            for members in groups.values() {
+                let images: Vec<&PreparedImage> = members.iter().map(|&i| &ready[i].3).collect();
+                let (at_input, scores) = self.maps_at_input(&images)?;
+                for ((&i, map), score) in members.iter().zip(at_input).zip(scores) {
+                    let (path, width, height, _) = &ready[i];
+                    let values =
+                        smooth::to_vec(&smooth::resize(&map, *height as i64, *width as i64)?)?;
+                    chunk_maps.push((
+                        i,
+                        ImageMap {
+                            path: path.clone(),
+                            score,
+                            width: *width,
+                            height: *height,
+                            values,
+                        },
+                    ));
+                }
+            }
+            chunk_maps.sort_by_key(|(i, _)| *i);
+            maps.extend(chunk_maps.into_iter().map(|(_, m)| m));
+            progress.advance(chunk.len() as u64);
+        }
+        progress.finish();
+        Ok((maps, failures))
+    }
+
+    /// The colour scale from good images the map model has not seen: models fitted on the
+    /// even-numbered training images map (up to 32 of) the odd-numbered ones. In-sample maps
+    /// would be biased low (markedly so for the per-position patch Gaussians) and make every
+    /// new good image light up.
+    fn measure_scale(
+        &self,
+        training: &[PathBuf],
+        runtime: &Runtime,
+        progress: &dyn Progress,
+    ) -> Result<MapScale> {
+        let fitted: Vec<PathBuf> = training.iter().step_by(2).cloned().collect();
+        let held_out: Vec<PathBuf> = training.iter().skip(1).step_by(2).cloned().collect();
+        if fitted.len() < 2 || held_out.is_empty() {
+            return Err(Error::param(
+                "training images",
+                format!("{} good images are too few for a map scale", training.len()),
+            ));
+        }
+        let (model, gaussians) = fit_map_model(
+            self.method,
+            self.level,
+            &self.run,
+            &self.backbone,
+            &fitted,
+            runtime,
+            progress,
+        )?;
+        let step = (held_out.len() as f64 / SCALE_IMAGES as f64).max(1.0);
+        let chosen: Vec<PathBuf> = (0..held_out.len().min(SCALE_IMAGES))
+            .map(|i| held_out[(i as f64 * step) as usize].clone())
+            .collect();
+        let preprocess = &self.run.meta.preprocess;
+        let mut values: Vec<f64> = Vec::new();
+        progress.start(chosen.len() as u64, "scale from good images");
+        for chunk in chosen.chunks(self.batch_size) {
+            let prepared =
+                chunk.par_iter().map(|p| preprocess.prepare(p)).collect::<Result<Vec<_>>>()?;
+            let mut groups: BTreeMap<(u32, u32), Vec<&PreparedImage>> = BTreeMap::new();
+            for image in &prepared {
+                groups.entry((image.width, image.height)).or_default().push(image);
+            }
+            for images in groups.values() {
+                let input = self.backbone.batch_tensor(images)?;
+                let batch = model.run(&self.backbone, &input, &gaussians)?;
+                let smoothed = smooth::to_input_size(&batch.raw, input.size()[2], input.size()[3])?;
+                values.extend(smooth::to_vec(&smoothed.view(-1))?.into_iter().map(f64::from));
+            }
+            progress.advance(chunk.len() as u64);
+        }
+        progress.finish();
+        let low = quantile(&values, 0.5)? as f32;
+        let high = (quantile(&values, 0.999)? as f32).max(low + f32::EPSILON);
+        Ok(MapScale { method: self.method, level: self.level, low, high, images: chosen.len() })
+    }
+}
+
+/// Fits a map model and the image-score Gaussians of the run's levels on `paths` alone.
+fn fit_map_model(
+    method: Method,
+    level: Option<u8>,
+    run: &RunModel,
+    backbone: &TorchBackbone,
+    paths: &[PathBuf],
+    runtime: &Runtime,
+    progress: &dyn Progress,
+) -> Result<(MapModel, Vec<(u8, TensorGaussian)>)> {
+    let device = backbone.device();
+    let mut wanted: Vec<u8> = run.meta.levels.as_slice().to_vec();
+    wanted.extend(level);
+    let extractor = Extractor {
+        backbone,
+        preprocess: run.meta.preprocess.clone(),
+        levels: Levels::new(wanted)?,
+        batch_size: runtime.batch_size,
+        cache: runtime.feature_cache(backbone, &run.meta.preprocess)?,
+    };
+    let features = extractor.extract(paths, OnBadImage::Stop, progress)?.features;
+    let gaussian_of = |l: u8| -> Result<TensorGaussian> {
+        let matrix = features
+            .level(l)
+            .ok_or_else(|| Error::param("--levels", format!("level {l} missing")))?;
+        TensorGaussian::new(&GaussianParams::new().fit(matrix)?, device)
+    };
+    let image_gaussians = run
+        .meta
+        .levels
+        .as_slice()
+        .iter()
+        .map(|&l| Ok((l, gaussian_of(l)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let model = match method {
+        Method::Gradient => MapModel::Gradient,
+        Method::Feature => {
+            let l = level.unwrap_or(7);
+            MapModel::Feature { level: l, gaussian: gaussian_of(l)? }
+        }
+        Method::Patch => {
+            MapModel::Patch(fit_patch_model(backbone, run, paths, runtime.batch_size, progress)?)
+        }
+    };
+    Ok((model, image_gaussians))
+}
+
+/// The category a run was fitted on, found again in the data folder recorded in its fit.json.
+pub fn run_category(run_dir: &Path) -> Result<Category> {
+    let fit_path = run_dir.join(FIT_JSON);
+    let text = std::fs::read_to_string(&fit_path).map_err(|e| Error::io(&fit_path, e))?;
+    let facts: FitFacts = serde_json::from_str(&text)
+        .map_err(|e| Error::input(&fit_path, format!("corrupt fit report: {e}")))?;
+    Category::discover(&facts.data_root, &facts.category)
+}
+
+/// The good training images of the run's category.
+pub fn training_paths(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(run_category(run_dir)?.training_good().iter().map(|s| s.path.clone()).collect())
+}
+
+fn fit_patch_model(
+    backbone: &TorchBackbone,
+    run: &RunModel,
+    training: &[PathBuf],
+    batch_size: usize,
+    progress: &dyn Progress,
+) -> Result<PatchModel> {
+    let mut accumulator = PatchAccumulator::new();
+    progress.start(training.len() as u64, "fitting patch model");
+    for chunk in training.chunks(batch_size.max(1)) {
+        let prepared =
+            chunk.par_iter().map(|p| run.meta.preprocess.prepare(p)).collect::<Result<Vec<_>>>()?;
+        let images: Vec<&PreparedImage> = prepared.iter().collect();
+        let levels = backbone.forward(&backbone.batch_tensor(&images)?)?;
+        let (features, grid) = crate::heatmap::patch::patch_features(&levels)?;
+        accumulator.push(&features, grid)?;
+        progress.advance(chunk.len() as u64);
+    }
+    progress.finish();
+    accumulator.finish(backbone.device())
+}
+
+/// Pixel-level results of one evaluated image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PixelImage {
+    pub path: PathBuf,
+    pub defect_type: String,
+    pub score: f64,
+    /// Pixel AUC within this image (defective images with a non-empty mask only).
+    pub auc: Option<f64>,
+}
+
+/// Pixel-level evaluation of a category's test images against their masks.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PixelReport {
+    pub version: u32,
+    pub category: String,
+    pub method: Method,
+    pub level: Option<u8>,
+    pub images: usize,
+    /// Maps and masks are compared at the image size scaled to at most this many pixels a side.
+    pub evaluation_side: u32,
+    pub pixel_auc: Option<f64>,
+    pub pixel_auc_per_defect_type: BTreeMap<String, Option<f64>>,
+    /// Per-region overlap averaged over false-positive rates up to 30%, normalised to [0, 1].
+    pub pro_30: Option<f64>,
+    pub seconds_per_image: f64,
+    pub per_image: Vec<PixelImage>,
+}
+
+/// Longest side at which maps are compared with masks.
+pub const EVALUATION_SIDE: u32 = 256;
+
+/// Evaluates maps of the test samples (good ones count as all-normal) against their masks.
+pub fn evaluate_pixels(
+    heatmapper: &Heatmapper,
+    samples: &[&Sample],
+    progress: &dyn Progress,
+) -> Result<PixelReport> {
+    let started = Instant::now();
+    let paths: Vec<PathBuf> = samples.iter().map(|s| s.path.clone()).collect();
+    let (maps, failures) = heatmapper.map_files(&paths, progress)?;
+    if let Some(first) = failures.into_iter().next() {
+        return Err(first);
+    }
+    let seconds_per_image = started.elapsed().as_secs_f64() / samples.len().max(1) as f64;
+    let evaluated: Vec<(Vec<f32>, Vec<bool>, usize)> = maps
+        .par_iter()
+        .zip(samples.par_iter())
+        .map(|(map, sample)| downscale_pair(map, sample))
+        .collect::<Result<Vec<_>>>()?;
+    let mut per_image = Vec::new();
+    let mut by_type: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, ((values, labels, _), sample)) in evaluated.iter().zip(samples).enumerate() {
+        let scores: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+        let auc = if sample.is_defective() { roc_auc(&scores, labels)? } else { None };
+        per_image.push(PixelImage {
+            path: sample.path.clone(),
+            defect_type: sample.defect_type.clone(),
+            score: maps[i].score,
+            auc,
+        });
+        by_type.entry(sample.defect_type.clone()).or_default().push(i);
+    }
+    let pooled_auc = |indices: &[usize]| -> Result<Option<f64>> {
+        let mut scores = Vec::new();
+        let mut labels = Vec::new();
+        for &i in indices {
+            scores.extend(evaluated[i].0.iter().map(|&v| v as f64));
+            labels.extend_from_slice(&evaluated[i].1);
+        }
+        roc_auc(&scores, &labels)
+    };
+    let all: Vec<usize> = (0..samples.len()).collect();
+    let good: Vec<usize> = by_type.get("good").cloned().unwrap_or_default();
+    let mut per_type = BTreeMap::new();
+    for (defect_type, members) in by_type.iter().filter(|(t, _)| t.as_str() != "good") {
+        let mut indices = good.clone();
+        indices.extend(members);
+        per_type.insert(defect_type.clone(), pooled_auc(&indices)?);
+    }
+    let labelled: Vec<LabelledMap> = evaluated
+        .iter()
+        .map(|(values, labels, width)| LabelledMap { values, labels, width: *width })
+        .collect();
+    let pro_30 = pro_auc(&labelled, 0.3)?;
+    Ok(PixelReport {
+        version: 1,
+        category: heatmapper.run.meta.category.clone(),
+        method: heatmapper.method,
+        level: heatmapper.level,
+        images: samples.len(),
+        evaluation_side: EVALUATION_SIDE,
+        pixel_auc: pooled_auc(&all)?,
+        pixel_auc_per_defect_type: per_type,
+        pro_30,
+        seconds_per_image,
+        per_image,
+    })
+}
+
+/// The map and the mask (good images: all normal) at the evaluation size: values, labels, width.
+fn downscale_pair(map: &ImageMap, sample: &Sample) -> Result<(Vec<f32>, Vec<bool>, usize)> {
+    let scale = (EVALUATION_SIDE as f64 / map.width.max(map.height) as f64).min(1.0);
+    let (w, h) = (
+        ((map.width as f64 * scale).round() as u32).max(1),
+        ((map.height as f64 * scale).round() as u32).max(1),
+    );
+    let full = Tensor::from_slice(&map.values).view([map.height as i64, map.width as i64]);
+    let values = smooth::to_vec(&smooth::resize(&full, h as i64, w as i64)?)?;
+    let labels = match &sample.mask {
+        Some(mask_path) if sample.is_defective() => {
+            let mask = decode(mask_path)?.to_luma8();
+            let mask = image::imageops::resize(&mask, w, h, image::imageops::FilterType::Nearest);
+            mask.pixels().map(|p| p.0[0] > 127).collect()
+        }
+        _ => vec![false; (w * h) as usize],
+    };
+    Ok((values, labels, w as usize))
+}
