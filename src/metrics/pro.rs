@@ -46,18 +46,22 @@ pub fn pro_auc(images: &[LabelledMap], max_fpr: f64) -> Result<Option<f64>> {
     negatives.sort_by(f32::total_cmp);
     let above =
         |sorted: &[f32], threshold: f32| sorted.len() - sorted.partition_point(|&v| v <= threshold);
-    let mut points: Vec<(f64, f64)> = Vec::with_capacity(STEPS + 1);
+    let n = negatives.len();
+    let overlap_above = |threshold: f32| {
+        regions.iter().map(|r| above(r, threshold) as f64 / r.len() as f64).sum::<f64>()
+            / regions.len() as f64
+    };
+    let mut points: Vec<(f64, f64)> = Vec::with_capacity(STEPS + 2);
     for step in 0..=STEPS {
-        // The threshold that leaves this share of normal pixels above it.
-        let target_fpr = max_fpr * step as f64 / STEPS as f64;
-        let rank = ((1.0 - target_fpr) * negatives.len() as f64).floor() as usize;
-        let threshold = negatives.get(rank).copied().unwrap_or(f32::INFINITY);
-        let fpr = above(&negatives, threshold) as f64 / negatives.len() as f64;
-        let overlap =
-            regions.iter().map(|r| above(r, threshold) as f64 / r.len() as f64).sum::<f64>()
-                / regions.len() as f64;
-        points.push((fpr, overlap));
+        // Flagging pixels above the normal value at this rank flags about `target` of the normal
+        // pixels; step 0 is the highest normal value (no false positive yet).
+        let target = max_fpr * step as f64 / STEPS as f64;
+        let rank = (n - 1).saturating_sub((target * n as f64).floor() as usize);
+        let threshold = negatives[rank];
+        points.push((above(&negatives, threshold) as f64 / n as f64, overlap_above(threshold)));
     }
+    // Everything flagged: the curve ends at (1, 1); ties are bridged linearly, as in ROC curves.
+    points.push((1.0, 1.0));
     points.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut area = 0.0;
     for pair in points.windows(2) {
@@ -122,10 +126,13 @@ mod tests {
     #[test]
     fn perfect_map_scores_one_and_inverted_map_zero() {
         let labels: Vec<bool> = (0..100).map(|i| i % 10 < 2 && i / 10 < 2).collect();
-        let perfect: Vec<f32> = labels.iter().map(|&l| if l { 1.0 } else { 0.0 }).collect();
+        // Normal pixels get distinct values, so no tie blurs the curve.
+        let perfect: Vec<f32> =
+            (0..100).map(|i| if labels[i] { 1.0 } else { 0.5 * i as f32 / 100.0 }).collect();
         let map = LabelledMap { values: &perfect, labels: &labels, width: 10 };
         assert!((pro_auc(&[map], 0.3).unwrap().unwrap() - 1.0).abs() < 0.02);
-        let inverted: Vec<f32> = perfect.iter().map(|v| 1.0 - v).collect();
+        let inverted: Vec<f32> =
+            (0..100).map(|i| if labels[i] { 0.0 } else { 1.0 + i as f32 / 100.0 }).collect();
         let map = LabelledMap { values: &inverted, labels: &labels, width: 10 };
         assert!(pro_auc(&[map], 0.3).unwrap().unwrap() < 0.01);
     }
@@ -140,15 +147,12 @@ mod tests {
                 labels[y * 10 + x] = true;
             }
         }
+        // Normal pixels get distinct values between the two regions' values.
         let values: Vec<f32> = (0..100)
-            .map(|i| {
-                if i == 0 {
-                    2.0
-                } else if labels[i] {
-                    0.0
-                } else {
-                    0.5
-                }
+            .map(|i| match i {
+                0 => 2.0,
+                _ if labels[i] => 0.0,
+                _ => 0.5 + i as f32 / 1000.0,
             })
             .collect();
         let map = LabelledMap { values: &values, labels: &labels, width: 10 };
