@@ -22,7 +22,7 @@ pub struct FeatureCache {
 }
 
 impl FeatureCache {
-    /// Opens (creating) the cache under `root` for the given backbone and preprocessing;
+    /// Opens the cache under `root` (created on the first store) for the given backbone and preprocessing;
     /// `width` is the number of floats per image (all levels).
     pub fn open(
         root: &Path,
@@ -38,7 +38,6 @@ impl FeatureCache {
             &backbone_sha256[..16.min(backbone_sha256.len())],
             &settings_hash[..16]
         ));
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         Ok(FeatureCache { dir, width })
     }
 
@@ -60,6 +59,7 @@ impl FeatureCache {
     /// Stores an image's features (atomically, so concurrent runs never see half an entry).
     pub fn put(&self, content_sha256: &str, values: &[f32]) -> Result<()> {
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         atomic::write_file(&self.entry(content_sha256), &bytes)
     }
 }
