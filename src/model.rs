@@ -65,11 +65,7 @@ pub struct RunModel {
 impl RunModel {
     /// Checks the model against the backbone it will score with: same file (sha256), and each
     /// level's dimension equal to the backbone's channels there.
-    pub fn check_backbone(
-        &self,
-        dir: &Path,
-        backbone: &crate::backbone::TorchBackbone,
-    ) -> Result<()> {
+    pub fn check_backbone(&self, dir: &Path, backbone: &crate::backbone::Backbone) -> Result<()> {
         let expected = &self.meta.backbone.torchscript_sha256;
         if backbone.sha256() != expected {
             return Err(Error::input(

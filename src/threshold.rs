@@ -64,8 +64,21 @@ impl QuantileThreshold {
         features: &FeatureSet,
         params: &GaussianParams,
     ) -> Result<(Array1<f64>, Threshold)> {
+        self.choose_with(features.len(), |training, held_out| {
+            let model = MultiLevelGaussian::fit(&features.select(training), params)?;
+            Ok(model.score(&features.select(held_out))?.to_vec())
+        })
+    }
+
+    /// The same for any scoring: `fit_score(training, held_out)` fits on the images indexed by
+    /// `training` and returns the scores of those in `held_out`.
+    pub fn choose_with(
+        &self,
+        images: usize,
+        fit_score: impl Fn(&[usize], &[usize]) -> Result<Vec<f64>>,
+    ) -> Result<(Array1<f64>, Threshold)> {
         self.check()?;
-        let scores = cross_fitted_scores(features, params, self.folds, self.seed)?;
+        let scores = cross_fitted_with(images, self.folds, self.seed, fit_score)?;
         let value = quantile(scores.as_slice().unwrap_or(&[]), self.quantile)?;
         let threshold = Threshold {
             value,
@@ -73,8 +86,8 @@ impl QuantileThreshold {
             description: format!(
                 "{}% quantile of the {} training images' {}-fold cross-fitted scores",
                 self.quantile * 100.0,
-                features.len(),
-                self.folds.min(features.len())
+                images,
+                self.folds.min(images)
             ),
         };
         Ok((scores, threshold))
@@ -88,7 +101,19 @@ pub fn cross_fitted_scores(
     folds: usize,
     seed: u64,
 ) -> Result<Array1<f64>> {
-    let n = features.len();
+    cross_fitted_with(features.len(), folds, seed, |training, held_out| {
+        let model = MultiLevelGaussian::fit(&features.select(training), params)?;
+        Ok(model.score(&features.select(held_out))?.to_vec())
+    })
+}
+
+/// Scores each of `n` images by `fit_score` fitted on the other folds.
+pub fn cross_fitted_with(
+    n: usize,
+    folds: usize,
+    seed: u64,
+    fit_score: impl Fn(&[usize], &[usize]) -> Result<Vec<f64>>,
+) -> Result<Array1<f64>> {
     let folds = folds.min(n);
     if n < MIN_FIT_IMAGES {
         return Err(Error::param(
@@ -102,9 +127,7 @@ pub fn cross_fitted_scores(
     for fold in 0..folds {
         let held_out: Vec<usize> = order.iter().copied().skip(fold).step_by(folds).collect();
         let training: Vec<usize> = (0..n).filter(|i| !held_out.contains(i)).collect();
-        let model = MultiLevelGaussian::fit(&features.select(&training), params)?;
-        let fold_scores = model.score(&features.select(&held_out))?;
-        for (&index, &score) in held_out.iter().zip(fold_scores.iter()) {
+        for (&index, score) in held_out.iter().zip(fit_score(&training, &held_out)?) {
             scores[index] = score;
         }
     }

@@ -1,6 +1,7 @@
 //! Backbones turn a batch of prepared images into feature maps, one per level (1–9).
 
 pub mod device;
+pub mod hlac;
 pub mod levels;
 pub mod sidecar;
 pub mod torchscript;
@@ -9,3 +10,86 @@ pub use device::DeviceSpec;
 pub use levels::Levels;
 pub use sidecar::BackboneInfo;
 pub use torchscript::TorchBackbone;
+
+use std::path::Path;
+
+use ndarray::Array2;
+
+use crate::data::image::PreparedImage;
+use crate::error::{Error, Result};
+
+/// A feature extractor: a TorchScript CNN or the weight-free HLAC features.
+pub enum Backbone {
+    Torch(TorchBackbone),
+    Hlac(hlac::Hlac),
+}
+
+impl Backbone {
+    pub fn info(&self) -> &BackboneInfo {
+        match self {
+            Backbone::Torch(b) => b.info(),
+            Backbone::Hlac(h) => h.info(),
+        }
+    }
+
+    /// Identifies the exact feature definition: the TorchScript file's SHA-256, or HLAC's id.
+    pub fn sha256(&self) -> &str {
+        match self {
+            Backbone::Torch(b) => b.sha256(),
+            Backbone::Hlac(_) => hlac::HLAC_ID,
+        }
+    }
+
+    /// Where it came from (for messages).
+    pub fn path(&self) -> &Path {
+        match self {
+            Backbone::Torch(b) => b.path(),
+            Backbone::Hlac(_) => Path::new("hlac"),
+        }
+    }
+
+    pub fn device(&self) -> tch::Device {
+        match self {
+            Backbone::Torch(b) => b.device(),
+            Backbone::Hlac(_) => tch::Device::Cpu,
+        }
+    }
+
+    /// The CNN, for what only a network can do (autograd maps, per-position features).
+    pub fn as_torch(&self) -> Option<&TorchBackbone> {
+        match self {
+            Backbone::Torch(b) => Some(b),
+            Backbone::Hlac(_) => None,
+        }
+    }
+
+    /// Pooled features of same-sized images: one `images × channels` matrix per level.
+    pub fn pooled(&self, images: &[&PreparedImage], levels: &Levels) -> Result<Vec<Array2<f32>>> {
+        match self {
+            Backbone::Torch(b) => b.pooled(images, levels),
+            Backbone::Hlac(h) => {
+                let rows = h.image_features(images);
+                let channels = h.info().channels;
+                let offsets: Vec<usize> = channels
+                    .iter()
+                    .scan(0, |s, &c| {
+                        let o = *s;
+                        *s += c;
+                        Some(o)
+                    })
+                    .collect();
+                levels
+                    .as_slice()
+                    .iter()
+                    .map(|&level| {
+                        let (start, width) =
+                            (offsets[level as usize - 1], channels[level as usize - 1]);
+                        Array2::from_shape_fn((rows.len(), width), |(i, j)| rows[i][start + j])
+                            .into_shape_with_order((rows.len(), width))
+                            .map_err(|e| Error::numeric("hlac features", e.to_string()))
+                    })
+                    .collect()
+            }
+        }
+    }
+}

@@ -31,6 +31,10 @@ pub struct EvalArgs {
     /// Repeat the whole cross-validation with seeds seed, seed+1, … and report mean and spread.
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
+    /// HLAC patch mode: features per cell of an N×N grid, one Gaussian shared by all cells,
+    /// image score = the highest cell's (needs --backbone hlac).
+    #[arg(long, value_name = "N")]
+    pub grid: Option<usize>,
     /// Output folder (default: runs/eval/<category>-<UTC timestamp>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -86,6 +90,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
         seed: args.seed,
         repeats: args.repeats,
         fit_threshold: QuantileThreshold::default(),
+        grid: args.grid,
     };
     let out = args
         .out

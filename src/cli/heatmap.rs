@@ -9,7 +9,7 @@ use super::{output, progress::Bar, CacheArgs, RuntimeArgs};
 use anodet::backbone::Levels;
 use anodet::data::image::decode;
 use anodet::heatmap::Method;
-use anodet::model;
+use anodet::model::{self, RunModel};
 use anodet::pipeline::heatmap::{evaluate_pixels, run_category, Heatmapper, ImageMap, PixelReport};
 use anodet::report::{atomic, npy, overlay};
 
@@ -21,10 +21,11 @@ pub struct HeatmapArgs {
     /// Run folder written by `anodet fit` (default: the latest fit).
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
-    /// Map method(s): patch (per-position Gaussians over levels 3-5, PaDiM-style), feature
-    /// (one level's Gaussian at every position), gradient (d score / d pixels). Comma-separated
-    /// to compare.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "patch")]
+    /// Map method(s): patch (per-position Gaussians over levels 3-5, PaDiM-style; the default
+    /// for CNN runs), feature (one level's Gaussian at every position, or at every cell of a
+    /// 16×16 grid for HLAC runs, their default), gradient (d score / d pixels).
+    /// Comma-separated to compare.
+    #[arg(long, value_enum, value_delimiter = ',')]
     pub method: Vec<MethodArg>,
     /// Level(s) for the feature method, e.g. 7 or 2,4,7 for a side-by-side comparison
     /// (default: the run's last level).
@@ -65,9 +66,11 @@ impl From<MethodArg> for Method {
 }
 
 /// Each (method, level) to draw: the feature method once per requested level.
-fn variants(args: &HeatmapArgs) -> Vec<(Method, Option<u8>)> {
+fn variants(args: &HeatmapArgs, hlac_run: bool) -> Vec<(Method, Option<u8>)> {
     let mut out = Vec::new();
-    for &method in &args.method {
+    let default = [if hlac_run { MethodArg::Feature } else { MethodArg::Patch }];
+    let methods = if args.method.is_empty() { &default[..] } else { &args.method[..] };
+    for &method in methods {
         match method {
             MethodArg::Feature => match &args.levels {
                 Some(levels) => {
@@ -96,7 +99,8 @@ pub fn run(args: HeatmapArgs) -> anyhow::Result<i32> {
     };
     let runtime = args.cache.with(args.runtime.runtime());
     let bar = Bar::new();
-    let heatmappers = variants(&args)
+    let hlac_run = RunModel::load(&run_dir)?.meta.backbone.name == "hlac";
+    let heatmappers = variants(&args, hlac_run)
         .into_iter()
         .map(|(method, level)| Heatmapper::open(&run_dir, method, level, &runtime, &bar))
         .collect::<anodet::Result<Vec<_>>>()?;

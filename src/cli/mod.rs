@@ -73,13 +73,15 @@ pub struct RuntimeArgs {
 /// How features are made: backbone, levels and input size.
 #[derive(Debug, Clone, Args)]
 pub struct FeatureArgs {
-    /// Backbone name in the models folder, or a path to an exported .pt file.
+    /// Backbone: a name in the models folder, a path to an exported .pt file, or hlac (the
+    /// built-in weight-free HLAC features, no network).
     #[arg(long, default_value = "efficientnet_lite0")]
     pub backbone: String,
     /// Feature level 1–9 (1 stem, 2–8 block stages, 9 conv head). Same as --levels N.
     #[arg(long, value_parser = parse::<Levels>, conflicts_with = "levels")]
     pub level: Option<Levels>,
-    /// Several levels, scores summed: e.g. 6,7,8 or 6-8. Default: 7.
+    /// Several levels, scores summed: e.g. 6,7,8 or 6-8. Default: 7 (CNN), 1-9 (hlac: 1-5 grey
+    /// features at displacements 1-16 px, 6-9 binary ones at 1-8 px).
     #[arg(long, value_parser = parse::<Levels>)]
     pub levels: Option<Levels>,
     /// Network input size, N or WxH (default: the backbone's, 224 for Lite0).
@@ -92,11 +94,13 @@ pub struct FeatureArgs {
 }
 
 impl FeatureArgs {
+    /// The chosen levels, or the backbone's default (7 for CNNs, 1-9 for HLAC).
     pub fn levels(&self) -> Levels {
+        let default: Vec<u8> = if self.backbone == "hlac" { (1..=9).collect() } else { vec![7] };
         self.level
             .clone()
             .or_else(|| self.levels.clone())
-            .unwrap_or_else(|| Levels::new(vec![7]).expect("7 is a valid level"))
+            .unwrap_or_else(|| Levels::new(default).expect("valid default levels"))
     }
 }
 

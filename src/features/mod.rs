@@ -2,6 +2,7 @@
 //! decoding the next batch overlaps the network's work on the current one.
 
 pub mod cache;
+pub mod cells;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use rayon::prelude::*;
 
 pub use cache::FeatureCache;
 
-use crate::backbone::{BackboneInfo, Levels, TorchBackbone};
+use crate::backbone::{Backbone, BackboneInfo, Levels};
 use crate::data::image::{decode_bytes, Aspect, InputSize, PreparedImage, Preprocess};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -78,7 +79,7 @@ pub enum OnBadImage {
 
 /// Feature extraction settings.
 pub struct Extractor<'a> {
-    pub backbone: &'a TorchBackbone,
+    pub backbone: &'a Backbone,
     pub preprocess: Preprocess,
     pub levels: Levels,
     pub batch_size: usize,

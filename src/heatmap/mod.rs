@@ -16,7 +16,8 @@ pub mod smooth;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::backbone::TorchBackbone;
+use crate::backbone::{Backbone, TorchBackbone};
+use crate::data::image::PreparedImage;
 use crate::error::{Error, Result};
 use crate::gaussian::GaussianModel;
 
@@ -75,6 +76,9 @@ pub(crate) fn torch(context: &'static str) -> impl Fn(tch::TchError) -> Error {
     move |e| Error::torch(context, e)
 }
 
+/// Cells a side of the HLAC cell map.
+pub const HLAC_GRID: usize = 16;
+
 /// What computes the maps for a run.
 pub enum MapModel {
     /// One level's Gaussian applied at every position of that level's map.
@@ -85,20 +89,90 @@ pub enum MapModel {
     /// Gradient of the image score with respect to the input pixels.
     Gradient,
     Patch(PatchModel),
+    /// HLAC: one level's Gaussian applied to the HLAC features of each cell of a grid.
+    Cells {
+        level: u8,
+        gaussian: TensorGaussian,
+    },
 }
 
 /// Maps and image scores of one batch.
 pub struct BatchMaps {
-    /// `n × h × w` at network resolution, on the CPU.
+    /// `n × h × w` at network (or cell-grid) resolution, on the CPU.
     pub raw: Tensor,
     /// The run's image scores (summed pooled distances).
     pub scores: Vec<f64>,
 }
 
 impl MapModel {
-    /// One forward pass (with a backward pass for `gradient`): raw maps and image scores.
+    /// Maps and image scores of same-sized images: one forward pass (and a backward pass for
+    /// `gradient`) for a CNN; whole-image and per-cell features for HLAC.
     /// `image_gaussians` are the run's per-level Gaussians that define the image score.
     pub fn run(
+        &self,
+        backbone: &Backbone,
+        images: &[&PreparedImage],
+        image_gaussians: &[(u8, TensorGaussian)],
+    ) -> Result<BatchMaps> {
+        match (self, backbone) {
+            (MapModel::Cells { level, gaussian }, Backbone::Hlac(hlac)) => {
+                let scores = self.hlac_scores(backbone, images, image_gaussians)?;
+                let channels = hlac.info().channels;
+                let start: usize = channels[..*level as usize - 1].iter().sum();
+                let width = channels[*level as usize - 1];
+                let mut values = Vec::with_capacity(images.len() * HLAC_GRID * HLAC_GRID * width);
+                for image in images {
+                    for cell in hlac.cell_features(image, HLAC_GRID)? {
+                        values.extend_from_slice(&cell[start..start + width]);
+                    }
+                }
+                let features = Tensor::from_slice(&values).view([
+                    images.len() as i64,
+                    (HLAC_GRID * HLAC_GRID) as i64,
+                    width as i64,
+                ]);
+                let raw =
+                    gaussian.distances(&features)?.view([-1, HLAC_GRID as i64, HLAC_GRID as i64]);
+                Ok(BatchMaps { raw, scores })
+            }
+            (MapModel::Cells { .. }, Backbone::Torch(_)) => {
+                Err(Error::param("--method", "cell maps are for the HLAC backbone"))
+            }
+            (_, Backbone::Hlac(_)) => Err(Error::param(
+                "--method",
+                "gradient and patch maps need a CNN backbone; HLAC runs support --method feature",
+            )),
+            (_, Backbone::Torch(torch_backbone)) => {
+                let input = torch_backbone.batch_tensor(images)?;
+                self.run_torch(torch_backbone, &input, image_gaussians)
+            }
+        }
+    }
+
+    fn hlac_scores(
+        &self,
+        backbone: &Backbone,
+        images: &[&PreparedImage],
+        image_gaussians: &[(u8, TensorGaussian)],
+    ) -> Result<Vec<f64>> {
+        let levels =
+            crate::backbone::Levels::new(image_gaussians.iter().map(|(l, _)| *l).collect())?;
+        let pooled = backbone.pooled(images, &levels)?;
+        let mut total = vec![0.0; images.len()];
+        for (matrix, (_, gaussian)) in pooled.iter().zip(image_gaussians) {
+            let values: Vec<f32> = matrix.iter().copied().collect();
+            let tensor =
+                Tensor::from_slice(&values).view([matrix.nrows() as i64, matrix.ncols() as i64]);
+            let distances = Vec::<f32>::try_from(gaussian.distances(&tensor)?.contiguous())
+                .map_err(torch("image score"))?;
+            for (t, d) in total.iter_mut().zip(distances) {
+                *t += d as f64;
+            }
+        }
+        Ok(total)
+    }
+
+    fn run_torch(
         &self,
         backbone: &TorchBackbone,
         input: &Tensor,
@@ -133,6 +207,9 @@ impl MapModel {
                 grad.pow_tensor_scalar(2).sum_dim_intlist(1, false, Kind::Float).sqrt()
             }
             MapModel::Patch(model) => tch::no_grad(|| model.maps_from_levels(&levels))?,
+            MapModel::Cells { .. } => {
+                return Err(Error::param("--method", "cell maps are for the HLAC backbone"))
+            }
         };
         let scores = Vec::<f32>::try_from(total.detach().to_device(Device::Cpu).contiguous())
             .map_err(torch("image score"))?

@@ -15,11 +15,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::backbone::Backbone;
 use crate::backbone::Levels;
 use crate::data::image::{Aspect, InputSize};
 use crate::data::split::stratified_folds;
 use crate::data::{Category, Layout, Sample, Split};
 use crate::error::{Error, Result};
+use crate::features::cells::hlac_cell_features;
 use crate::features::{preprocess_for, Extractor, FeatureSet, OnBadImage};
 use crate::gaussian::{GaussianParams, MultiLevelGaussian};
 use crate::metrics::{best_f1_threshold, roc_auc, roc_curve, Confusion, RocPoint, Summary};
@@ -53,12 +55,21 @@ pub struct EvalParams {
     pub repeats: usize,
     /// The label-free threshold of the `mvtec` protocol.
     pub fit_threshold: QuantileThreshold,
+    /// HLAC patch mode: features per cell of a `grid × grid` partition, one Gaussian shared by
+    /// all cells, image score = the highest cell score.
+    pub grid: Option<usize>,
 }
 
 impl EvalParams {
     fn check(&self) -> Result<()> {
         if self.repeats == 0 {
             return Err(Error::param("--repeats", "must be at least 1"));
+        }
+        if self.grid.is_some() && self.backbone != "hlac" {
+            return Err(Error::param(
+                "--grid",
+                "grid cells are HLAC's patch mode; CNN backbones localise with `anodet heatmap`",
+            ));
         }
         if self.protocol == Protocol::Mvtec && self.repeats > 1 {
             return Err(Error::param(
@@ -217,11 +228,23 @@ pub fn evaluate(
     paths.extend(judged.iter().map(|s| s.path.clone()));
     let feature_started = Instant::now();
     let extraction = extractor.extract(&paths, OnBadImage::Stop, progress)?;
+    let scorer = match (params.grid, &backbone) {
+        (Some(grid), Backbone::Hlac(hlac)) => Scorer::Cells {
+            features: hlac_cell_features(
+                hlac,
+                &preprocess,
+                &paths,
+                &params.levels,
+                grid,
+                progress,
+            )?,
+            cells: grid * grid,
+        },
+        _ => Scorer::Pooled(extraction.features),
+    };
     let feature_seconds = feature_started.elapsed().as_secs_f64();
-    let all_features = extraction.features;
-    let fit_features = all_features.select(&(0..fit_samples.len()).collect::<Vec<_>>());
-    let judged_features =
-        all_features.select(&(fit_samples.len()..paths.len()).collect::<Vec<_>>());
+    let fit_images: Vec<usize> = (0..fit_samples.len()).collect();
+    let judged_images: Vec<usize> = (fit_samples.len()..paths.len()).collect();
 
     let gaussian = GaussianParams::new();
     let runs = match params.protocol {
@@ -229,7 +252,8 @@ pub fn evaluate(
             .map(|r| {
                 cross_validate(
                     &judged,
-                    &judged_features,
+                    &scorer,
+                    &judged_images,
                     &labels,
                     params.folds,
                     params.seed + r as u64,
@@ -237,9 +261,15 @@ pub fn evaluate(
                 )
             })
             .collect::<Result<Vec<_>>>()?,
-        Protocol::Mvtec => {
-            vec![fixed_split(&judged, &judged_features, &labels, &fit_features, params, &gaussian)?]
-        }
+        Protocol::Mvtec => vec![fixed_split(
+            &judged,
+            &scorer,
+            &fit_images,
+            &judged_images,
+            &labels,
+            params,
+            &gaussian,
+        )?],
     };
     let spread = if runs.len() > 1 { spreads(&runs) } else { BTreeMap::new() };
     Ok(EvalReport {
@@ -266,7 +296,8 @@ pub fn evaluate(
 
 fn cross_validate(
     samples: &[&Sample],
-    features: &FeatureSet,
+    scorer: &Scorer,
+    images: &[usize],
     labels: &[bool],
     folds: usize,
     seed: u64,
@@ -279,9 +310,15 @@ fn cross_validate(
         let training: Vec<usize> =
             (0..samples.len()).filter(|&i| assignment[i] != fold && !labels[i]).collect();
         let held_out: Vec<usize> = (0..samples.len()).filter(|&i| assignment[i] == fold).collect();
-        let model = fit_fold(features, &training, gaussian, fold)?;
-        let training_scores = model.score(&features.select(&training))?.to_vec();
-        let held_scores = model.score(&features.select(&held_out))?;
+        if training.len() < 2 {
+            return Err(fold_too_small(fold, training.len()));
+        }
+        let to_images = |local: &[usize]| local.iter().map(|&i| images[i]).collect::<Vec<_>>();
+        let [training_scores, held_scores] = scorer.fit_score(
+            &to_images(&training),
+            [&to_images(&training), &to_images(&held_out)],
+            gaussian,
+        )?;
         for (&i, &s) in held_out.iter().zip(held_scores.iter()) {
             scores[i] = s;
         }
@@ -289,7 +326,7 @@ fn cross_validate(
         fold_results.push(FoldResult {
             fold,
             training_images: training.len(),
-            auc: roc_auc(held_scores.as_slice().unwrap_or(&[]), &fold_labels)?,
+            auc: roc_auc(&held_scores, &fold_labels)?,
             training_scores,
         });
     }
@@ -336,18 +373,25 @@ fn cross_validate(
 
 fn fixed_split(
     samples: &[&Sample],
-    features: &FeatureSet,
+    scorer: &Scorer,
+    fit_images: &[usize],
+    judged_images: &[usize],
     labels: &[bool],
-    fit_features: &FeatureSet,
     params: &EvalParams,
     gaussian: &GaussianParams,
 ) -> Result<RunMetrics> {
-    let training: Vec<usize> = (0..fit_features.len()).collect();
-    let model = fit_fold(fit_features, &training, gaussian, 0)?;
-    let training_scores = model.score(fit_features)?.to_vec();
-    let scores = model.score(features)?;
-    let (_, label_free) = params.fit_threshold.choose(fit_features, gaussian)?;
-    let confusion = Confusion::at(scores.as_slice().unwrap_or(&[]), labels, label_free.value)?;
+    if fit_images.len() < 2 {
+        return Err(fold_too_small(0, fit_images.len()));
+    }
+    let [training_scores, scores] =
+        scorer.fit_score(fit_images, [fit_images, judged_images], gaussian)?;
+    let (_, label_free) =
+        params.fit_threshold.choose_with(fit_images.len(), |training, held_out| {
+            let pick = |local: &[usize]| local.iter().map(|&i| fit_images[i]).collect::<Vec<_>>();
+            let [held] = scorer.fit_score(&pick(training), [&pick(held_out)], gaussian)?;
+            Ok(held)
+        })?;
+    let confusion = Confusion::at(&scores, labels, label_free.value)?;
     let honest = Some(ThresholdResult::new(
         &format!("label-free, as `anodet fit` stores it: {}", label_free.description),
         vec![label_free.value],
@@ -366,31 +410,73 @@ fn fixed_split(
         .collect();
     let folds = vec![FoldResult {
         fold: 0,
-        training_images: fit_features.len(),
-        auc: roc_auc(scores.as_slice().unwrap_or(&[]), labels)?,
+        training_images: fit_images.len(),
+        auc: roc_auc(&scores, labels)?,
         training_scores,
     }];
     debug_assert!(samples.iter().all(|s| s.split == Split::Test));
     summarise(params.seed, scored, labels, honest, folds)
 }
 
-fn fit_fold(
-    features: &FeatureSet,
-    training: &[usize],
-    gaussian: &GaussianParams,
-    fold: usize,
-) -> Result<MultiLevelGaussian> {
-    if training.len() < 2 {
-        return Err(Error::param(
-            "--folds",
-            format!(
-                "fold {} leaves {} good images to fit on; use fewer folds or more good images",
-                fold + 1,
-                training.len()
-            ),
-        ));
+fn fold_too_small(fold: usize, images: usize) -> Error {
+    Error::param(
+        "--folds",
+        format!(
+            "fold {} leaves {images} good images to fit on; use fewer folds or more good images",
+            fold + 1
+        ),
+    )
+}
+
+/// Fits on some images and scores others, by image index into the extracted set.
+enum Scorer {
+    /// One feature vector per image.
+    Pooled(FeatureSet),
+    /// `cells` rows per image (grid cells); one Gaussian for all cells; an image scores as its
+    /// highest cell. Shared rather than per cell: with a few hundred good images a per-cell
+    /// Gaussian of up to 300 dimensions would rest on one sample per image and cell position,
+    /// while sharing pools `cells` times more samples and does not assume the parts are aligned.
+    Cells { features: FeatureSet, cells: usize },
+}
+
+impl Scorer {
+    fn rows(&self, images: &[usize]) -> Vec<usize> {
+        match self {
+            Scorer::Pooled(_) => images.to_vec(),
+            Scorer::Cells { cells, .. } => {
+                images.iter().flat_map(|&i| i * cells..(i + 1) * cells).collect()
+            }
+        }
     }
-    MultiLevelGaussian::fit(&features.select(training), gaussian)
+
+    fn features(&self) -> &FeatureSet {
+        match self {
+            Scorer::Pooled(features) | Scorer::Cells { features, .. } => features,
+        }
+    }
+
+    /// Fits on `training` images, then scores each list of `targets`.
+    fn fit_score<const N: usize>(
+        &self,
+        training: &[usize],
+        targets: [&[usize]; N],
+        gaussian: &GaussianParams,
+    ) -> Result<[Vec<f64>; N]> {
+        let features = self.features();
+        let model = MultiLevelGaussian::fit(&features.select(&self.rows(training)), gaussian)?;
+        let mut out: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
+        for (slot, images) in out.iter_mut().zip(targets) {
+            let row_scores = model.score(&features.select(&self.rows(images)))?.to_vec();
+            *slot = match self {
+                Scorer::Pooled(_) => row_scores,
+                Scorer::Cells { cells, .. } => row_scores
+                    .chunks(*cells)
+                    .map(|c| c.iter().copied().fold(f64::NEG_INFINITY, f64::max))
+                    .collect(),
+            };
+        }
+        Ok(out)
+    }
 }
 
 fn summarise(

@@ -8,7 +8,7 @@ use image::DynamicImage;
 use rayon::prelude::*;
 use tch::Tensor;
 
-use crate::backbone::{Levels, TorchBackbone};
+use crate::backbone::{Backbone, Levels};
 use crate::data::image::{decode, Aspect, PreparedImage};
 use crate::data::{Category, Sample};
 use crate::error::{Error, Result};
@@ -45,7 +45,7 @@ pub struct Heatmapper {
     pub run: RunModel,
     pub method: Method,
     pub level: Option<u8>,
-    backbone: TorchBackbone,
+    backbone: Backbone,
     model: MapModel,
     image_gaussians: Vec<(u8, TensorGaussian)>,
     pub scale: MapScale,
@@ -98,6 +98,12 @@ impl Heatmapper {
         if let Some(l) = level {
             Levels::new(vec![l])?;
         }
+        if method != Method::Feature && backbone.as_torch().is_none() {
+            return Err(Error::param(
+                "--method",
+                "gradient and patch maps need a CNN backbone; HLAC runs support --method feature",
+            ));
+        }
         if method == Method::Patch && run.meta.preprocess.aspect == Aspect::Keep {
             return Err(Error::param(
                 "--method",
@@ -110,10 +116,11 @@ impl Heatmapper {
             Method::Feature => {
                 let l = level.unwrap_or(7);
                 match run.meta.levels.as_slice().iter().position(|&x| x == l) {
-                    Some(i) => MapModel::Feature {
-                        level: l,
-                        gaussian: TensorGaussian::new(&run.gaussians.models()[i], device)?,
-                    },
+                    Some(i) => feature_model(
+                        &backbone,
+                        l,
+                        TensorGaussian::new(&run.gaussians.models()[i], device)?,
+                    ),
                     // A level the run was not fitted on: fit it on the run's training images.
                     None => {
                         fit_map_model(
@@ -174,16 +181,16 @@ impl Heatmapper {
         Ok(heatmapper)
     }
 
-    pub fn backbone(&self) -> &TorchBackbone {
+    pub fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 
     /// Smoothed maps at the network input size and image scores, for same-sized images.
     pub fn maps_at_input(&self, images: &[&PreparedImage]) -> Result<(Vec<Tensor>, Vec<f64>)> {
-        let input = self.backbone.batch_tensor(images)?;
-        let batch = self.model.run(&self.backbone, &input, &self.image_gaussians)?;
-        let size = input.size();
-        let smoothed = smooth::to_input_size(&batch.raw, size[2], size[3])?;
+        let batch = self.model.run(&self.backbone, images, &self.image_gaussians)?;
+        let (width, height) =
+            images.first().map(|i| (i.width as i64, i.height as i64)).unwrap_or((1, 1));
+        let smoothed = smooth::to_input_size(&batch.raw, height, width)?;
         Ok(((0..images.len() as i64).map(|i| smoothed.get(i)).collect(), batch.scores))
     }
 
@@ -292,9 +299,9 @@ impl Heatmapper {
                 groups.entry((image.width, image.height)).or_default().push(image);
             }
             for images in groups.values() {
-                let input = self.backbone.batch_tensor(images)?;
-                let batch = model.run(&self.backbone, &input, &gaussians)?;
-                let smoothed = smooth::to_input_size(&batch.raw, input.size()[2], input.size()[3])?;
+                let batch = model.run(&self.backbone, images, &gaussians)?;
+                let (width, height) = (images[0].width as i64, images[0].height as i64);
+                let smoothed = smooth::to_input_size(&batch.raw, height, width)?;
                 values.extend(smooth::to_vec(&smoothed.view(-1))?.into_iter().map(f64::from));
             }
             progress.advance(chunk.len() as u64);
@@ -311,7 +318,7 @@ fn fit_map_model(
     method: Method,
     level: Option<u8>,
     run: &RunModel,
-    backbone: &TorchBackbone,
+    backbone: &Backbone,
     paths: &[PathBuf],
     runtime: &Runtime,
     progress: &dyn Progress,
@@ -344,7 +351,7 @@ fn fit_map_model(
         Method::Gradient => MapModel::Gradient,
         Method::Feature => {
             let l = level.unwrap_or(7);
-            MapModel::Feature { level: l, gaussian: gaussian_of(l)? }
+            feature_model(backbone, l, gaussian_of(l)?)
         }
         Method::Patch => {
             MapModel::Patch(fit_patch_model(backbone, run, paths, runtime.batch_size, progress)?)
@@ -367,20 +374,31 @@ pub fn training_paths(run_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(run_category(run_dir)?.training_good().iter().map(|s| s.path.clone()).collect())
 }
 
+/// The feature method's model: per position of a CNN level map, or per HLAC cell.
+fn feature_model(backbone: &Backbone, level: u8, gaussian: TensorGaussian) -> MapModel {
+    match backbone {
+        Backbone::Torch(_) => MapModel::Feature { level, gaussian },
+        Backbone::Hlac(_) => MapModel::Cells { level, gaussian },
+    }
+}
+
 fn fit_patch_model(
-    backbone: &TorchBackbone,
+    backbone: &Backbone,
     run: &RunModel,
     training: &[PathBuf],
     batch_size: usize,
     progress: &dyn Progress,
 ) -> Result<PatchModel> {
+    let torch_backbone = backbone
+        .as_torch()
+        .ok_or_else(|| Error::param("--method", "patch maps need a CNN backbone"))?;
     let mut accumulator = PatchAccumulator::new();
     progress.start(training.len() as u64, "fitting patch model");
     for chunk in training.chunks(batch_size.max(1)) {
         let prepared =
             chunk.par_iter().map(|p| run.meta.preprocess.prepare(p)).collect::<Result<Vec<_>>>()?;
         let images: Vec<&PreparedImage> = prepared.iter().collect();
-        let levels = backbone.forward(&backbone.batch_tensor(&images)?)?;
+        let levels = torch_backbone.forward(&torch_backbone.batch_tensor(&images)?)?;
         let (features, grid) = crate::heatmap::patch::patch_features(&levels)?;
         accumulator.push(&features, grid)?;
         progress.advance(chunk.len() as u64);

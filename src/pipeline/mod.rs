@@ -8,8 +8,9 @@ pub mod score;
 
 use std::path::{Path, PathBuf};
 
+use crate::backbone::hlac::Hlac;
 use crate::backbone::sidecar::BackboneFiles;
-use crate::backbone::{DeviceSpec, TorchBackbone};
+use crate::backbone::{Backbone, DeviceSpec, TorchBackbone};
 use crate::data::image::Preprocess;
 use crate::error::Result;
 use crate::features::{all_levels_width, FeatureCache};
@@ -25,16 +26,19 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Finds and loads a backbone by name or path.
-    pub fn load_backbone(&self, name_or_path: &str) -> Result<TorchBackbone> {
+    /// Finds and loads a backbone by name or path; `hlac` is the built-in weight-free one.
+    pub fn load_backbone(&self, name_or_path: &str) -> Result<Backbone> {
+        if name_or_path == "hlac" {
+            return Ok(Backbone::Hlac(Hlac::new()));
+        }
         let files = BackboneFiles::locate(name_or_path, &self.models_dir)?;
-        TorchBackbone::load(files, self.device.resolve()?)
+        Ok(Backbone::Torch(TorchBackbone::load(files, self.device.resolve()?)?))
     }
 
     /// The feature cache for `backbone` and `preprocess`, when caching is on.
     pub fn feature_cache(
         &self,
-        backbone: &TorchBackbone,
+        backbone: &Backbone,
         preprocess: &Preprocess,
     ) -> Result<Option<FeatureCache>> {
         self.cache_root

@@ -1,0 +1,52 @@
+//! Features per cell of a grid (HLAC patch mode): every image contributes `grid²` rows, image
+//! by image, cells row-major.
+
+use std::path::PathBuf;
+
+use ndarray::Array2;
+use rayon::prelude::*;
+
+use crate::backbone::hlac::Hlac;
+use crate::backbone::Levels;
+use crate::data::image::Preprocess;
+use crate::error::{Error, Result};
+use crate::features::FeatureSet;
+use crate::progress::Progress;
+
+/// HLAC features of each grid cell of each image; `paths` in the result repeat per cell.
+pub fn hlac_cell_features(
+    hlac: &Hlac,
+    preprocess: &Preprocess,
+    paths: &[PathBuf],
+    levels: &Levels,
+    grid: usize,
+    progress: &dyn Progress,
+) -> Result<FeatureSet> {
+    progress.start(paths.len() as u64, "HLAC cell features");
+    let per_image: Vec<Vec<Vec<f32>>> = paths
+        .par_iter()
+        .map(|path| {
+            let cells = hlac.cell_features(&preprocess.prepare(path)?, grid);
+            progress.advance(1);
+            cells
+        })
+        .collect::<Result<Vec<_>>>()?;
+    progress.finish();
+    let channels = hlac.info().channels;
+    let rows: Vec<&Vec<f32>> = per_image.iter().flatten().collect();
+    let per_level = levels
+        .as_slice()
+        .iter()
+        .map(|&level| {
+            let start: usize = channels[..level as usize - 1].iter().sum();
+            let width = channels[level as usize - 1];
+            Array2::from_shape_fn((rows.len(), width), |(i, j)| rows[i][start + j])
+        })
+        .collect();
+    let cells = grid * grid;
+    let paths = paths.iter().flat_map(|p| std::iter::repeat_n(p.clone(), cells)).collect();
+    if rows.is_empty() {
+        return Err(Error::param("images", "no images"));
+    }
+    Ok(FeatureSet { paths, levels: levels.clone(), per_level })
+}
