@@ -138,10 +138,53 @@ class NineLevels(torch.nn.Module):
         levels.append(x)
         return levels
 
+
+class NineLevelsWithHead(NineLevels):
+    """NineLevels plus `classify`, the ImageNet logits (for the scripted fp32 export)."""
+
     @torch.jit.export
     def classify(self, x):
         head = self.forward(x)[8]
         return self.classifier(head.mean(dim=(2, 3)))
+
+
+def pooled(levels):
+    return torch.cat([level.float().mean(dim=(2, 3)) for level in levels], dim=1)
+
+
+def cpu_variants(net, size, out):
+    """Faster CPU variants of the same network, each checked against the eager fp32 features.
+
+    fp32_frozen: scripted, then frozen (weights become constants: CPU only, any input size).
+    bf16: traced under CPU autocast (bfloat16) with channels-last memory, then frozen. The trace
+    fixes the input size (TF "same" padding is computed for it), so it serves that size only.
+    """
+    probe = torch.randn(4, 3, size, size)
+    with torch.no_grad():
+        reference = pooled(NineLevels(net).eval()(probe))
+    variants = {}
+    staged = []
+
+    def add(key, module, suffix, extra, tolerance):
+        with torch.no_grad():
+            error = float((pooled(module(probe)) - reference).norm() / reference.norm())
+        if error > tolerance:
+            raise SystemExit(f"{key} variant differs from eager by {error:.4f} (relative), above {tolerance}")
+        tmp = tempfile.NamedTemporaryFile(dir=out, suffix=f".{suffix}.tmp", delete=False)
+        tmp.close()
+        module.save(tmp.name)
+        variants[key] = dict(file_suffix=suffix, sha256=sha256_of(tmp.name), relative_error=round(error, 6), **extra)
+        staged.append((tmp.name, suffix))
+
+    frozen = torch.jit.freeze(torch.jit.script(NineLevels(net).eval()))
+    add("fp32_frozen", frozen, "frozen.pt", {"device": "cpu"}, 1e-4)
+    example = torch.randn(8, 3, size, size).to(memory_format=torch.channels_last)
+    traceable = NineLevels(net).eval().to(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        traced = torch.jit.trace(traceable, example, check_trace=False)
+    bf16 = torch.jit.freeze(traced.eval())
+    add("bf16", bf16, "bf16.pt", {"device": "cpu", "input_size": [size, size]}, 0.1)
+    return variants, staged
 
 
 def main():
@@ -158,7 +201,7 @@ def main():
     weights = load_weights(net, args.weights, args.name)
     cfg = net.pretrained_cfg
     size = args.size or cfg["input_size"][1]
-    wrapper = NineLevels(net).eval()
+    wrapper = NineLevelsWithHead(net).eval()
 
     scripted = torch.jit.script(wrapper)
     # Check the exported graph against eager execution, at the native size and at a non-square
@@ -178,9 +221,11 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     target = os.path.join(args.out, f"{args.name}.pt")
     sidecar = os.path.join(args.out, f"{args.name}.json")
-    # Write both files to temporaries first, so an interrupted export leaves no half model.
+    # Write every file to a temporary first, so an interrupted export leaves no half model.
     with tempfile.NamedTemporaryFile(dir=args.out, suffix=".pt.tmp", delete=False) as tmp_model:
         scripted.save(tmp_model.name)
+    variants, staged = cpu_variants(net, size, args.out)
+    staged = [(tmp, os.path.join(args.out, f"{args.name}.{suffix}")) for tmp, suffix in staged]
     info = {
         "version": 1,
         "name": args.name,
@@ -193,6 +238,7 @@ def main():
         "weights": weights["source"],
         "weights_sha256": weights["sha256"],
         "torchscript_sha256": sha256_of(tmp_model.name),
+        "variants": variants,
         "torch_version": torch.__version__,
         "timm_version": timm.__version__,
     }
@@ -200,6 +246,8 @@ def main():
         json.dump(info, tmp_json, indent=2)
         tmp_json.write("\n")
     os.replace(tmp_model.name, target)
+    for temporary, final in staged:
+        os.replace(temporary, final)
     os.replace(tmp_json.name, sidecar)
     print(f"exported {args.name} ({architecture}, {weights['source']}) to {target}; channels {channels}")
 

@@ -81,6 +81,7 @@ impl Hlac {
             weights: "none (HLAC has no weights)".into(),
             weights_sha256: None,
             torchscript_sha256: HLAC_ID.into(),
+            variants: Default::default(),
         };
         Hlac { grey_masks, binary_masks, info }
     }

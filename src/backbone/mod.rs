@@ -3,11 +3,13 @@
 pub mod device;
 pub mod hlac;
 pub mod levels;
+pub mod precision;
 pub mod sidecar;
 pub mod torchscript;
 
 pub use device::DeviceSpec;
 pub use levels::Levels;
+pub use precision::Precision;
 pub use sidecar::BackboneInfo;
 pub use torchscript::TorchBackbone;
 
@@ -32,11 +34,28 @@ impl Backbone {
         }
     }
 
-    /// Identifies the exact feature definition: the TorchScript file's SHA-256, or HLAC's id.
+    /// Identifies the network: the fp32 TorchScript file's SHA-256 (whatever variant runs), or
+    /// HLAC's id. Runs are checked against it.
     pub fn sha256(&self) -> &str {
         match self {
             Backbone::Torch(b) => b.sha256(),
             Backbone::Hlac(_) => hlac::HLAC_ID,
+        }
+    }
+
+    /// Identifies the exact computation (variant file included), for the feature cache.
+    pub fn cache_key(&self) -> &str {
+        match self {
+            Backbone::Torch(b) => b.file_sha256(),
+            Backbone::Hlac(_) => hlac::HLAC_ID,
+        }
+    }
+
+    /// Which computation runs: fp32, fp32_frozen, bf16 or hlac.
+    pub fn precision(&self) -> &str {
+        match self {
+            Backbone::Torch(b) => b.variant(),
+            Backbone::Hlac(_) => "hlac",
         }
     }
 

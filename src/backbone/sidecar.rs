@@ -21,6 +21,22 @@ pub struct BackboneInfo {
     pub weights: String,
     pub weights_sha256: Option<String>,
     pub torchscript_sha256: String,
+    /// Faster CPU variants of the same network (`fp32_frozen`, `bf16`), next to the `.pt` file.
+    #[serde(default)]
+    pub variants: std::collections::BTreeMap<String, Variant>,
+}
+
+/// A variant file of a backbone: `<name>.<file_suffix>`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Variant {
+    pub file_suffix: String,
+    pub sha256: String,
+    /// Relative error of its pooled features against the eager fp32 network at export.
+    pub relative_error: f64,
+    pub device: String,
+    /// Traced variants serve this input size only, `[height, width]`.
+    #[serde(default)]
+    pub input_size: Option<[u32; 2]>,
 }
 
 /// A backbone on disk: the TorchScript file and its sidecar.

@@ -16,24 +16,48 @@ pub struct TorchBackbone {
     module: CModule,
     device: Device,
     files: BackboneFiles,
-    sha256: String,
+    /// The loaded file (the `.pt`, or a variant of it).
+    path: std::path::PathBuf,
+    file_sha256: String,
+    variant: String,
 }
 
 impl TorchBackbone {
-    /// Loads the TorchScript file onto `device`; checks it against its sidecar's checksum.
+    /// Loads the fp32 TorchScript file onto `device`; checks it against its sidecar's checksum.
     pub fn load(files: BackboneFiles, device: Device) -> Result<Self> {
-        let path = files.torchscript.clone();
+        Self::load_variant(files, device, None)
+    }
+
+    /// Loads the fp32 file (`variant` None) or a named CPU variant (`fp32_frozen`, `bf16`).
+    pub fn load_variant(
+        files: BackboneFiles,
+        device: Device,
+        variant: Option<&str>,
+    ) -> Result<Self> {
+        let (path, expected) = match variant {
+            None => (files.torchscript.clone(), files.info.torchscript_sha256.clone()),
+            Some(key) => {
+                let entry = files.info.variants.get(key).ok_or_else(|| {
+                    Error::input(
+                        &files.torchscript,
+                        format!("no {key} variant; re-export with scripts/export_backbone.py"),
+                    )
+                })?;
+                (files.torchscript.with_extension(&entry.file_suffix), entry.sha256.clone())
+            }
+        };
         let sha256 = sha256_file(&path)?;
-        if sha256 != files.info.torchscript_sha256 {
+        if sha256 != expected {
             return Err(Error::input(
                 &path,
-                "does not match its sidecar's torchscript_sha256; re-export the backbone",
+                "does not match the checksum in its sidecar; re-export the backbone",
             ));
         }
         let mut module = CModule::load_on_device(&path, device)
             .map_err(|e| Error::input(&path, format!("not a loadable TorchScript model: {e}")))?;
         module.set_eval();
-        Ok(TorchBackbone { module, device, files, sha256 })
+        let variant = variant.unwrap_or("fp32").to_string();
+        Ok(TorchBackbone { module, device, files, path, file_sha256: sha256, variant })
     }
 
     pub fn info(&self) -> &BackboneInfo {
@@ -41,16 +65,27 @@ impl TorchBackbone {
     }
 
     pub fn path(&self) -> &Path {
-        &self.files.torchscript
+        &self.path
     }
 
     pub fn device(&self) -> Device {
         self.device
     }
 
-    /// SHA-256 of the TorchScript file: identifies the exact backbone a model was fitted with.
+    /// SHA-256 of the fp32 TorchScript file: identifies the network a model was fitted with,
+    /// whichever variant of it runs.
     pub fn sha256(&self) -> &str {
-        &self.sha256
+        &self.files.info.torchscript_sha256
+    }
+
+    /// SHA-256 of the file actually loaded.
+    pub fn file_sha256(&self) -> &str {
+        &self.file_sha256
+    }
+
+    /// `fp32`, `fp32_frozen` or `bf16`.
+    pub fn variant(&self) -> &str {
+        &self.variant
     }
 
     /// Stacks same-sized prepared images into an `n × 3 × h × w` tensor on the device.

@@ -58,7 +58,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<i32> {
         output::line(&serde_json::to_string_pretty(&report)?)?;
     } else {
         output::line(&format!(
-            "fitted {} on {} good images of {} (backbone {}, levels {}, input {}, {}) in {:.1} s",
+            "fitted {} on {} good images of {} (backbone {}, levels {}, input {}, {} {}) in {:.1} s",
             report.run_dir.display(),
             report.images,
             report.category,
@@ -66,6 +66,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<i32> {
             report.levels,
             report.input,
             report.device,
+            report.precision,
             report.seconds
         ))?;
         output::line(&format!(

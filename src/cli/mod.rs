@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use anodet::backbone::{DeviceSpec, Levels};
+use anodet::backbone::{DeviceSpec, Levels, Precision};
 use anodet::data::image::{Aspect, InputSize};
 
 const EXIT_CODES: &str = "EXIT STATUS:\n  0  success\n  1  (score) at least one image is anomalous\n  2  error (bad input, bad flags, missing model…)";
@@ -62,6 +62,10 @@ pub struct RuntimeArgs {
     /// Device: auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto", value_parser = parse::<DeviceSpec>)]
     pub device: DeviceSpec,
+    /// Network precision on the CPU: auto (bf16 where the CPU has bf16 units and the backbone's
+    /// bf16 variant fits the input size, else fp32), fp32, bf16.
+    #[arg(long, default_value = "auto", value_parser = parse::<Precision>)]
+    pub precision: Precision,
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -127,6 +131,7 @@ impl RuntimeArgs {
             device: self.device,
             batch_size: self.batch,
             cache_root: None,
+            precision: self.precision,
         }
     }
 }

@@ -22,7 +22,8 @@ pub struct FeatureCache {
 }
 
 impl FeatureCache {
-    /// Opens the cache under `root` (created on the first store) for the given backbone and preprocessing;
+    /// Opens the cache under `root` (created on the first store) for the given computation
+    /// (backbone file, hence precision) and preprocessing;
     /// `width` is the number of floats per image (all levels).
     pub fn open(
         root: &Path,

@@ -22,7 +22,7 @@ use crate::data::split::stratified_folds;
 use crate::data::{Category, Layout, Sample, Split};
 use crate::error::{Error, Result};
 use crate::features::cells::hlac_cell_features;
-use crate::features::{preprocess_for, Extractor, FeatureSet, OnBadImage};
+use crate::features::{Extractor, FeatureSet, OnBadImage};
 use crate::gaussian::{GaussianParams, MultiLevelGaussian};
 use crate::metrics::{best_f1_threshold, roc_auc, roc_curve, Confusion, RocPoint, Summary};
 use crate::pipeline::Runtime;
@@ -165,6 +165,8 @@ pub struct EvalReport {
     pub data_root: PathBuf,
     pub protocol: Protocol,
     pub backbone: String,
+    /// The computation that ran: fp32, fp32_frozen, bf16 or hlac.
+    pub precision: String,
     pub levels: Levels,
     pub input: String,
     pub folds: usize,
@@ -215,8 +217,8 @@ pub fn evaluate(
         ));
     }
 
-    let backbone = runtime.load_backbone(&params.backbone)?;
-    let preprocess = preprocess_for(backbone.info(), params.size, params.aspect);
+    let (backbone, preprocess) =
+        runtime.open_backbone(&params.backbone, params.size, params.aspect)?;
     let extractor = Extractor {
         backbone: &backbone,
         preprocess: preprocess.clone(),
@@ -278,6 +280,7 @@ pub fn evaluate(
         data_root: params.data_root.clone(),
         protocol: params.protocol,
         backbone: backbone.info().name.clone(),
+        precision: backbone.precision().to_string(),
         levels: params.levels.clone(),
         input: format!("{} ({:?})", preprocess.size, preprocess.aspect).to_lowercase(),
         folds: if params.protocol == Protocol::Cv { params.folds } else { 1 },

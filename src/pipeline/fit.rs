@@ -7,7 +7,7 @@ use crate::backbone::Levels;
 use crate::data::image::{Aspect, InputSize};
 use crate::data::Category;
 use crate::error::{Error, Result};
-use crate::features::{preprocess_for, Extractor, OnBadImage};
+use crate::features::{Extractor, OnBadImage};
 use crate::gaussian::{GaussianParams, MultiLevelGaussian};
 use crate::model::{self, BackboneRef, LevelSummary, ModelMeta, RunModel, MODEL_FORMAT_VERSION};
 use crate::pipeline::Runtime;
@@ -42,6 +42,8 @@ pub struct FitReport {
     pub images: usize,
     pub backbone: String,
     pub device: String,
+    /// The computation that ran: fp32, fp32_frozen, bf16 or hlac.
+    pub precision: String,
     pub levels: Levels,
     pub input: String,
     pub threshold: crate::threshold::Threshold,
@@ -74,8 +76,8 @@ pub fn fit(params: &FitParams, runtime: &Runtime, progress: &dyn Progress) -> Re
     }
     // Claim the output folder before the long work, so an unwritable one fails at once.
     let staging = StagingDir::new(&params.out)?;
-    let backbone = runtime.load_backbone(&params.backbone)?;
-    let preprocess = preprocess_for(backbone.info(), params.size, params.aspect);
+    let (backbone, preprocess) =
+        runtime.open_backbone(&params.backbone, params.size, params.aspect)?;
     let extractor = Extractor {
         backbone: &backbone,
         preprocess: preprocess.clone(),
@@ -137,6 +139,7 @@ pub fn fit(params: &FitParams, runtime: &Runtime, progress: &dyn Progress) -> Re
         images: training.len(),
         backbone: info.name.clone(),
         device: format!("{:?}", backbone.device()).to_lowercase(),
+        precision: backbone.precision().to_string(),
         levels: params.levels.clone(),
         input: format!("{} ({:?})", preprocess.size, preprocess.aspect).to_lowercase(),
         threshold,

@@ -78,7 +78,11 @@ impl Heatmapper {
         progress: &dyn Progress,
     ) -> Result<Self> {
         let run = RunModel::load(run_dir)?;
-        let backbone = runtime.load_backbone(&run.meta.backbone.name)?;
+        let backbone = runtime.load_backbone(
+            &run.meta.backbone.name,
+            &run.meta.preprocess,
+            method == Method::Gradient,
+        )?;
         run.check_backbone(run_dir, &backbone)?;
         let device = backbone.device();
         let image_gaussians = run

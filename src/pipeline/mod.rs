@@ -9,11 +9,12 @@ pub mod score;
 use std::path::{Path, PathBuf};
 
 use crate::backbone::hlac::Hlac;
+use crate::backbone::precision::cpu_has_bf16;
 use crate::backbone::sidecar::BackboneFiles;
-use crate::backbone::{Backbone, DeviceSpec, TorchBackbone};
-use crate::data::image::Preprocess;
-use crate::error::Result;
-use crate::features::{all_levels_width, FeatureCache};
+use crate::backbone::{Backbone, BackboneInfo, DeviceSpec, Precision, TorchBackbone};
+use crate::data::image::{Aspect, InputSize, Preprocess};
+use crate::error::{Error, Result};
+use crate::features::{all_levels_width, preprocess_for, FeatureCache};
 
 /// Where backbones and the network run: shared by every verb that runs a network.
 #[derive(Debug, Clone)]
@@ -23,16 +24,94 @@ pub struct Runtime {
     pub batch_size: usize,
     /// Feature cache folder for fit and eval (`None`: always run the network).
     pub cache_root: Option<PathBuf>,
+    pub precision: Precision,
 }
 
 impl Runtime {
-    /// Finds and loads a backbone by name or path; `hlac` is the built-in weight-free one.
-    pub fn load_backbone(&self, name_or_path: &str) -> Result<Backbone> {
+    /// Opens a backbone by name or path (`hlac`: the built-in weight-free one) with the input
+    /// size and aspect asked for (default: the backbone's own size): fit and eval.
+    pub fn open_backbone(
+        &self,
+        name_or_path: &str,
+        size: Option<InputSize>,
+        aspect: Aspect,
+    ) -> Result<(Backbone, Preprocess)> {
+        if name_or_path == "hlac" {
+            let hlac = Hlac::new();
+            let preprocess = preprocess_for(hlac.info(), size, aspect);
+            return Ok((Backbone::Hlac(hlac), preprocess));
+        }
+        let files = BackboneFiles::locate(name_or_path, &self.models_dir)?;
+        let preprocess = preprocess_for(&files.info, size, aspect);
+        let backbone = self.load_files(files, &preprocess, false)?;
+        Ok((backbone, preprocess))
+    }
+
+    /// Loads a run's backbone for the run's preprocessing: score and heatmap. Gradient maps
+    /// need autograd, which only the plain fp32 file offers.
+    pub fn load_backbone(
+        &self,
+        name_or_path: &str,
+        preprocess: &Preprocess,
+        needs_autograd: bool,
+    ) -> Result<Backbone> {
         if name_or_path == "hlac" {
             return Ok(Backbone::Hlac(Hlac::new()));
         }
         let files = BackboneFiles::locate(name_or_path, &self.models_dir)?;
-        Ok(Backbone::Torch(TorchBackbone::load(files, self.device.resolve()?)?))
+        self.load_files(files, preprocess, needs_autograd)
+    }
+
+    fn load_files(
+        &self,
+        files: BackboneFiles,
+        preprocess: &Preprocess,
+        needs_autograd: bool,
+    ) -> Result<Backbone> {
+        let device = self.device.resolve()?;
+        let variant = self.choose_variant(&files.info, preprocess, device, needs_autograd)?;
+        Ok(Backbone::Torch(TorchBackbone::load_variant(files, device, variant)?))
+    }
+
+    /// The fastest variant that computes what was asked: bf16 (traced at one size, CPU only),
+    /// frozen fp32 (CPU only, any size), or the plain fp32 file (any device, autograd).
+    fn choose_variant(
+        &self,
+        info: &BackboneInfo,
+        preprocess: &Preprocess,
+        device: tch::Device,
+        needs_autograd: bool,
+    ) -> Result<Option<&'static str>> {
+        let on_cpu = device == tch::Device::Cpu;
+        let size = [preprocess.size.height, preprocess.size.width];
+        let bf16_fits = preprocess.aspect == Aspect::Squash
+            && info.variants.get("bf16").is_some_and(|v| v.input_size == Some(size));
+        let fp32 = if on_cpu && !needs_autograd && info.variants.contains_key("fp32_frozen") {
+            Some("fp32_frozen")
+        } else {
+            None
+        };
+        match self.precision {
+            Precision::Bf16 => {
+                let refusal = if !on_cpu {
+                    Some("bf16 is anodet's CPU path; on CUDA use --precision fp32")
+                } else if needs_autograd {
+                    Some("gradient maps need --precision fp32")
+                } else if !bf16_fits {
+                    Some("the bf16 variant serves the backbone's own input size with --aspect squash only")
+                } else {
+                    None
+                };
+                match refusal {
+                    Some(reason) => Err(Error::param("--precision", reason)),
+                    None => Ok(Some("bf16")),
+                }
+            }
+            Precision::Auto if on_cpu && !needs_autograd && bf16_fits && cpu_has_bf16() => {
+                Ok(Some("bf16"))
+            }
+            Precision::Auto | Precision::Fp32 => Ok(fp32),
+        }
     }
 
     /// The feature cache for `backbone` and `preprocess`, when caching is on.
@@ -46,7 +125,7 @@ impl Runtime {
             .map(|root| {
                 FeatureCache::open(
                     root,
-                    backbone.sha256(),
+                    backbone.cache_key(),
                     preprocess,
                     all_levels_width(backbone.info()),
                 )

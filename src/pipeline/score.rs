@@ -35,7 +35,7 @@ pub fn score(
     if let Some(t) = threshold.filter(|t| !t.is_finite()) {
         return Err(Error::param("--threshold", format!("{t} is not a finite number")));
     }
-    let backbone = runtime.load_backbone(&run.meta.backbone.name)?;
+    let backbone = runtime.load_backbone(&run.meta.backbone.name, &run.meta.preprocess, false)?;
     run.check_backbone(model_dir, &backbone)?;
     let extractor = Extractor {
         backbone: &backbone,

@@ -35,12 +35,13 @@ pub fn render(report: &EvalReport) -> Vec<String> {
         Protocol::Mvtec => "MVTec protocol (fit train/good, score test)".into(),
     };
     lines.push(format!(
-        "{}: {} images ({} good, {} defective), {protocol}, backbone {}, levels {}, input {}",
+        "{}: {} images ({} good, {} defective), {protocol}, backbone {} ({}), levels {}, input {}",
         report.category,
         report.images,
         report.good_images,
         report.defective_images,
         report.backbone,
+        report.precision,
         report.levels,
         report.input
     ));
