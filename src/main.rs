@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::Score(args) => cli::score::run(args),
         Command::Eval(args) => cli::eval::run(args),
         Command::Heatmap(args) => cli::heatmap::run(args),
+        Command::Features(args) => cli::features::run(args),
         Command::Synth(args) => cli::synth::run(args),
     };
     match outcome {

@@ -1,6 +1,7 @@
 //! Command-line definition (clap derive): each field's doc comment is its help text.
 
 pub mod eval;
+pub mod features;
 pub mod fit;
 pub mod heatmap;
 pub mod output;
@@ -49,6 +50,11 @@ pub enum Command {
         "The colours use one fixed scale per run, from its good training images: transparent at their\nmedian map value, red at their 99.9% quantile and above.\n\n",
         "EXIT STATUS:\n  0  maps written\n  2  an image could not be read (the others are still drawn) or another error"))]
     Heatmap(heatmap::HeatmapArgs),
+    /// Export pooled features to .npy (images × features, levels concatenated) + a JSON sidecar.
+    #[command(
+        after_long_help = "EXAMPLES:\n  anodet features --category wood --split train --out train.npy\n  anodet features --levels 6,7,8 --out parts.npy part1.png part2.png\n\nEXIT STATUS:\n  0  written\n  2  error; nothing was written"
+    )]
+    Features(features::FeaturesArgs),
     /// Generate a synthetic MVTec-layout category (wood texture with defects and masks).
     #[command(
         after_long_help = "EXAMPLES:\n  anodet synth --category wood\n  anodet synth --category wood2 --seed 7 --size 320\n\nEXIT STATUS:\n  0  the category was written\n  2  error; nothing was written"

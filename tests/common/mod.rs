@@ -48,7 +48,7 @@ impl Workspace {
         let mut command = Command::new(env!("CARGO_BIN_EXE_anodet"));
         command.current_dir(self.path()).args(args);
         let verb = args.first().copied().unwrap_or("");
-        if ["fit", "score", "eval", "heatmap"].contains(&verb) {
+        if ["fit", "score", "eval", "heatmap", "features"].contains(&verb) {
             if !args.contains(&"--models") {
                 command.arg("--models").arg(models_dir());
             }
