@@ -18,7 +18,7 @@ use std::path::Path;
 use ndarray::Array2;
 
 use crate::data::image::PreparedImage;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A feature extractor: a TorchScript CNN or the weight-free HLAC features.
 pub enum Backbone {
@@ -88,24 +88,12 @@ impl Backbone {
             Backbone::Torch(b) => b.pooled(images, levels),
             Backbone::Hlac(h) => {
                 let rows = h.image_features(images);
-                let channels = h.info().channels;
-                let offsets: Vec<usize> = channels
-                    .iter()
-                    .scan(0, |s, &c| {
-                        let o = *s;
-                        *s += c;
-                        Some(o)
-                    })
-                    .collect();
                 levels
                     .as_slice()
                     .iter()
                     .map(|&level| {
-                        let (start, width) =
-                            (offsets[level as usize - 1], channels[level as usize - 1]);
-                        Array2::from_shape_fn((rows.len(), width), |(i, j)| rows[i][start + j])
-                            .into_shape_with_order((rows.len(), width))
-                            .map_err(|e| Error::numeric("hlac features", e.to_string()))
+                        let (start, width) = h.info().level_span(level);
+                        Ok(Array2::from_shape_fn((rows.len(), width), |(i, j)| rows[i][start + j]))
                     })
                     .collect()
             }

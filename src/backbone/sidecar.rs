@@ -39,6 +39,14 @@ pub struct Variant {
     pub input_size: Option<[u32; 2]>,
 }
 
+impl BackboneInfo {
+    /// Where `level` (1–9) sits in a vector of all nine levels concatenated: (start, width).
+    pub fn level_span(&self, level: u8) -> (usize, usize) {
+        let index = level as usize - 1;
+        (self.channels[..index].iter().sum(), self.channels[index])
+    }
+}
+
 /// A backbone on disk: the TorchScript file and its sidecar.
 #[derive(Debug, Clone)]
 pub struct BackboneFiles {

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::{output, progress::Bar, CacheArgs, FeatureArgs, RuntimeArgs};
 use anodet::data::Category;
-use anodet::features::{Extractor, OnBadImage};
+use anodet::features::OnBadImage;
 use anodet::report::{atomic, npy};
 
 #[derive(Debug, Args)]
@@ -62,13 +62,7 @@ pub fn run(args: FeaturesArgs) -> anyhow::Result<i32> {
         args.features.aspect.into(),
     )?;
     let levels = args.features.levels();
-    let extractor = Extractor {
-        backbone: &backbone,
-        preprocess: preprocess.clone(),
-        levels: levels.clone(),
-        batch_size: runtime.batch_size,
-        cache: runtime.feature_cache(&backbone, &preprocess)?,
-    };
+    let extractor = runtime.extractor(&backbone, &preprocess, &levels)?;
     let features = extractor.extract(&paths, OnBadImage::Stop, &Bar::new())?.features;
     let widths: Vec<usize> = features.per_level.iter().map(|m| m.ncols()).collect();
     let total: usize = widths.iter().sum();

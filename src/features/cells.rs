@@ -32,14 +32,12 @@ pub fn hlac_cell_features(
         })
         .collect::<Result<Vec<_>>>()?;
     progress.finish();
-    let channels = hlac.info().channels;
     let rows: Vec<&Vec<f32>> = per_image.iter().flatten().collect();
     let per_level = levels
         .as_slice()
         .iter()
         .map(|&level| {
-            let start: usize = channels[..level as usize - 1].iter().sum();
-            let width = channels[level as usize - 1];
+            let (start, width) = hlac.info().level_span(level);
             Array2::from_shape_fn((rows.len(), width), |(i, j)| rows[i][start + j])
         })
         .collect();

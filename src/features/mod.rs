@@ -117,7 +117,6 @@ impl Extractor<'_> {
             return Err(Error::param("--batch", "must be at least 1"));
         }
         let all_levels = Levels::new((1..=9).collect())?;
-        let channels = self.backbone.info().channels;
         progress.start(paths.len() as u64, "extracting features");
         let (sender, receiver) = mpsc::sync_channel::<Decoded>(2);
         let batch_size = self.batch_size;
@@ -177,20 +176,13 @@ impl Extractor<'_> {
         progress.finish();
         let (mut rows, failures, cache_hits) = result?;
         rows.sort_by_key(|(index, _)| *index);
-        let offsets: Vec<usize> = channels
-            .iter()
-            .scan(0, |start, &c| {
-                let offset = *start;
-                *start += c;
-                Some(offset)
-            })
-            .collect();
+        let info = self.backbone.info();
         let per_level = self
             .levels
             .as_slice()
             .iter()
             .map(|&level| {
-                let (start, width) = (offsets[level as usize - 1], channels[level as usize - 1]);
+                let (start, width) = info.level_span(level);
                 Array2::from_shape_fn((rows.len(), width), |(i, j)| rows[i].1[start + j])
             })
             .collect();

@@ -117,9 +117,7 @@ impl MapModel {
         match (self, backbone) {
             (MapModel::Cells { level, gaussian }, Backbone::Hlac(hlac)) => {
                 let scores = self.hlac_scores(backbone, images, image_gaussians)?;
-                let channels = hlac.info().channels;
-                let start: usize = channels[..*level as usize - 1].iter().sum();
-                let width = channels[*level as usize - 1];
+                let (start, width) = hlac.info().level_span(*level);
                 let mut values = Vec::with_capacity(images.len() * HLAC_GRID * HLAC_GRID * width);
                 for image in images {
                     for cell in hlac.cell_features(image, HLAC_GRID)? {

@@ -22,7 +22,7 @@ use crate::data::split::stratified_folds;
 use crate::data::{Category, Layout, Sample, Split};
 use crate::error::{Error, Result};
 use crate::features::cells::hlac_cell_features;
-use crate::features::{Extractor, FeatureSet, OnBadImage};
+use crate::features::{FeatureSet, OnBadImage};
 use crate::gaussian::{GaussianParams, MultiLevelGaussian};
 use crate::metrics::{best_f1_threshold, roc_auc, roc_curve, Confusion, RocPoint, Summary};
 use crate::pipeline::Runtime;
@@ -219,13 +219,7 @@ pub fn evaluate(
 
     let (backbone, preprocess) =
         runtime.open_backbone(&params.backbone, params.size, params.aspect)?;
-    let extractor = Extractor {
-        backbone: &backbone,
-        preprocess: preprocess.clone(),
-        levels: params.levels.clone(),
-        batch_size: runtime.batch_size,
-        cache: runtime.feature_cache(&backbone, &preprocess)?,
-    };
+    let extractor = runtime.extractor(&backbone, &preprocess, &params.levels)?;
     let mut paths: Vec<PathBuf> = fit_samples.iter().map(|s| s.path.clone()).collect();
     paths.extend(judged.iter().map(|s| s.path.clone()));
     let feature_started = Instant::now();

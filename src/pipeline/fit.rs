@@ -7,7 +7,7 @@ use crate::backbone::Levels;
 use crate::data::image::{Aspect, InputSize};
 use crate::data::Category;
 use crate::error::{Error, Result};
-use crate::features::{Extractor, OnBadImage};
+use crate::features::OnBadImage;
 use crate::gaussian::{GaussianParams, MultiLevelGaussian};
 use crate::model::{self, BackboneRef, LevelSummary, ModelMeta, RunModel, MODEL_FORMAT_VERSION};
 use crate::pipeline::Runtime;
@@ -78,13 +78,7 @@ pub fn fit(params: &FitParams, runtime: &Runtime, progress: &dyn Progress) -> Re
     let staging = StagingDir::new(&params.out)?;
     let (backbone, preprocess) =
         runtime.open_backbone(&params.backbone, params.size, params.aspect)?;
-    let extractor = Extractor {
-        backbone: &backbone,
-        preprocess: preprocess.clone(),
-        levels: params.levels.clone(),
-        batch_size: runtime.batch_size,
-        cache: runtime.feature_cache(&backbone, &preprocess)?,
-    };
+    let extractor = runtime.extractor(&backbone, &preprocess, &params.levels)?;
     let features = extractor.extract(&training, OnBadImage::Stop, progress)?.features;
     let gaussian_params = GaussianParams::new();
     let gaussians = MultiLevelGaussian::fit(&features, &gaussian_params)?;

@@ -12,7 +12,7 @@ use crate::backbone::{Backbone, Levels};
 use crate::data::image::{decode, Aspect, PreparedImage};
 use crate::data::{Category, Sample};
 use crate::error::{Error, Result};
-use crate::features::{Extractor, OnBadImage};
+use crate::features::OnBadImage;
 use crate::gaussian::GaussianParams;
 use crate::heatmap::patch::PatchAccumulator;
 use crate::heatmap::{smooth, MapModel, Method, PatchModel, TensorGaussian};
@@ -330,13 +330,7 @@ fn fit_map_model(
     let device = backbone.device();
     let mut wanted: Vec<u8> = run.meta.levels.as_slice().to_vec();
     wanted.extend(level);
-    let extractor = Extractor {
-        backbone,
-        preprocess: run.meta.preprocess.clone(),
-        levels: Levels::new(wanted)?,
-        batch_size: runtime.batch_size,
-        cache: runtime.feature_cache(backbone, &run.meta.preprocess)?,
-    };
+    let extractor = runtime.extractor(backbone, &run.meta.preprocess, &Levels::new(wanted)?)?;
     let features = extractor.extract(paths, OnBadImage::Stop, progress)?.features;
     let gaussian_of = |l: u8| -> Result<TensorGaussian> {
         let matrix = features

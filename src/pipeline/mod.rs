@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use crate::backbone::hlac::Hlac;
 use crate::backbone::precision::cpu_has_bf16;
 use crate::backbone::sidecar::BackboneFiles;
-use crate::backbone::{Backbone, BackboneInfo, DeviceSpec, Precision, TorchBackbone};
+use crate::backbone::{Backbone, BackboneInfo, DeviceSpec, Levels, Precision, TorchBackbone};
 use crate::data::image::{Aspect, InputSize, Preprocess};
 use crate::error::{Error, Result};
-use crate::features::{all_levels_width, preprocess_for, FeatureCache};
+use crate::features::{all_levels_width, preprocess_for, Extractor, FeatureCache};
 
 /// Where backbones and the network run: shared by every verb that runs a network.
 #[derive(Debug, Clone)]
@@ -112,6 +112,22 @@ impl Runtime {
             }
             Precision::Auto | Precision::Fp32 => Ok(fp32),
         }
+    }
+
+    /// A feature extractor for `backbone` with the runtime's batch size and feature cache.
+    pub fn extractor<'a>(
+        &self,
+        backbone: &'a Backbone,
+        preprocess: &Preprocess,
+        levels: &Levels,
+    ) -> Result<Extractor<'a>> {
+        Ok(Extractor {
+            backbone,
+            preprocess: preprocess.clone(),
+            levels: levels.clone(),
+            batch_size: self.batch_size,
+            cache: self.feature_cache(backbone, preprocess)?,
+        })
     }
 
     /// The feature cache for `backbone` and `preprocess`, when caching is on.
