@@ -69,7 +69,7 @@ impl RunModel {
         let expected = &self.meta.backbone.torchscript_sha256;
         if backbone.sha256() != expected {
             return Err(Error::input(
-                backbone.path(),
+                backbone.identity_path(),
                 format!(
                     "the model in {} was fitted with another {} (sha256 {}…); refit or restore that backbone",
                     dir.display(),

@@ -59,10 +59,18 @@ impl Backbone {
         }
     }
 
-    /// Where it came from (for messages).
+    /// The file that runs (for messages about the computation).
     pub fn path(&self) -> &Path {
         match self {
             Backbone::Torch(b) => b.path(),
+            Backbone::Hlac(_) => Path::new("hlac"),
+        }
+    }
+
+    /// The file that identifies the network (the fp32 `.pt`; for messages about identity).
+    pub fn identity_path(&self) -> &Path {
+        match self {
+            Backbone::Torch(b) => b.identity_path(),
             Backbone::Hlac(_) => Path::new("hlac"),
         }
     }

@@ -68,6 +68,11 @@ impl TorchBackbone {
         &self.path
     }
 
+    /// The fp32 `.pt` file whose checksum identifies the network.
+    pub fn identity_path(&self) -> &Path {
+        &self.files.torchscript
+    }
+
     pub fn device(&self) -> Device {
         self.device
     }
