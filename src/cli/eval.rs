@@ -78,10 +78,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
     let params = EvalParams {
         data_root,
         category: category.clone(),
-        backbone: args.features.backbone.clone(),
-        levels: args.features.levels(),
-        size: args.features.size,
-        aspect: args.features.aspect.into(),
+        features: args.features.spec(),
         protocol: match args.protocol {
             ProtocolArg::Cv => Protocol::Cv,
             ProtocolArg::Mvtec => Protocol::Mvtec,

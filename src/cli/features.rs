@@ -56,12 +56,9 @@ pub fn run(args: FeaturesArgs) -> anyhow::Result<i32> {
         None => args.images.clone(),
     };
     let runtime = args.cache.with(args.runtime.runtime());
-    let (backbone, preprocess) = runtime.open_backbone(
-        &args.features.backbone,
-        args.features.size,
-        args.features.aspect.into(),
-    )?;
-    let levels = args.features.levels();
+    let spec = args.features.spec();
+    let (backbone, preprocess) = runtime.open_backbone(&spec)?;
+    let levels = spec.levels.clone();
     let extractor = runtime.extractor(&backbone, &preprocess, &levels)?;
     let features = extractor.extract(&paths, OnBadImage::Stop, &Bar::new())?.features;
     let widths: Vec<usize> = features.per_level.iter().map(|m| m.ncols()).collect();

@@ -41,10 +41,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<i32> {
     let params = FitParams {
         data_root: args.data.clone(),
         category: args.category.clone(),
-        backbone: args.features.backbone.clone(),
-        levels: args.features.levels(),
-        size: args.features.size,
-        aspect: args.features.aspect.into(),
+        features: args.features.spec(),
         threshold: QuantileThreshold {
             quantile: args.threshold_quantile,
             folds: 5,

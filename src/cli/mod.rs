@@ -104,6 +104,16 @@ pub struct FeatureArgs {
 }
 
 impl FeatureArgs {
+    /// The checked feature settings.
+    pub fn spec(&self) -> anodet::features::FeatureSpec {
+        anodet::features::FeatureSpec {
+            backbone: self.backbone.clone(),
+            levels: self.levels(),
+            size: self.size,
+            aspect: self.aspect.into(),
+        }
+    }
+
     /// The chosen levels, or the backbone's default (7 for CNNs, 1-9 for HLAC).
     pub fn levels(&self) -> Levels {
         let default: Vec<u8> = if self.backbone == "hlac" { (1..=9).collect() } else { vec![7] };

@@ -68,6 +68,17 @@ impl FeatureSet {
     }
 }
 
+/// How features are made: which backbone, which levels, at what input size and aspect.
+#[derive(Debug, Clone)]
+pub struct FeatureSpec {
+    /// A backbone name in the models folder, a path to a `.pt` file, or `hlac`.
+    pub backbone: String,
+    pub levels: Levels,
+    /// Input size (default: the backbone's own).
+    pub size: Option<InputSize>,
+    pub aspect: Aspect,
+}
+
 /// What to do when an image cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnBadImage {

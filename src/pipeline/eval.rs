@@ -17,11 +17,11 @@ use std::time::Instant;
 
 use crate::backbone::Backbone;
 use crate::backbone::Levels;
-use crate::data::image::{Aspect, InputSize};
 use crate::data::split::stratified_folds;
 use crate::data::{Category, Layout, Sample, Split};
 use crate::error::{Error, Result};
 use crate::features::cells::hlac_cell_features;
+use crate::features::FeatureSpec;
 use crate::features::{FeatureSet, OnBadImage};
 use crate::gaussian::{GaussianParams, MultiLevelGaussian};
 use crate::metrics::{best_f1_threshold, roc_auc, roc_curve, Confusion, RocPoint, Summary};
@@ -44,10 +44,7 @@ pub enum Protocol {
 pub struct EvalParams {
     pub data_root: PathBuf,
     pub category: String,
-    pub backbone: String,
-    pub levels: Levels,
-    pub size: Option<InputSize>,
-    pub aspect: Aspect,
+    pub features: FeatureSpec,
     pub protocol: Protocol,
     pub folds: usize,
     pub seed: u64,
@@ -65,7 +62,7 @@ impl EvalParams {
         if self.repeats == 0 {
             return Err(Error::param("--repeats", "must be at least 1"));
         }
-        if self.grid.is_some() && self.backbone != "hlac" {
+        if self.grid.is_some() && self.features.backbone != "hlac" {
             return Err(Error::param(
                 "--grid",
                 "grid cells are HLAC's patch mode; CNN backbones localise with `anodet heatmap`",
@@ -217,9 +214,8 @@ pub fn evaluate(
         ));
     }
 
-    let (backbone, preprocess) =
-        runtime.open_backbone(&params.backbone, params.size, params.aspect)?;
-    let extractor = runtime.extractor(&backbone, &preprocess, &params.levels)?;
+    let (backbone, preprocess) = runtime.open_backbone(&params.features)?;
+    let extractor = runtime.extractor(&backbone, &preprocess, &params.features.levels)?;
     let mut paths: Vec<PathBuf> = fit_samples.iter().map(|s| s.path.clone()).collect();
     paths.extend(judged.iter().map(|s| s.path.clone()));
     let feature_started = Instant::now();
@@ -230,7 +226,7 @@ pub fn evaluate(
                 hlac,
                 &preprocess,
                 &paths,
-                &params.levels,
+                &params.features.levels,
                 grid,
                 progress,
             )?,
@@ -275,7 +271,7 @@ pub fn evaluate(
         protocol: params.protocol,
         backbone: backbone.info().name.clone(),
         precision: backbone.precision().to_string(),
-        levels: params.levels.clone(),
+        levels: params.features.levels.clone(),
         input: format!("{} ({:?})", preprocess.size, preprocess.aspect).to_lowercase(),
         folds: if params.protocol == Protocol::Cv { params.folds } else { 1 },
         images: judged.len(),

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::backbone::Levels;
-use crate::data::image::{Aspect, InputSize};
 use crate::data::Category;
 use crate::error::{Error, Result};
+use crate::features::FeatureSpec;
 use crate::features::OnBadImage;
 use crate::gaussian::{GaussianParams, MultiLevelGaussian};
 use crate::model::{self, BackboneRef, LevelSummary, ModelMeta, RunModel, MODEL_FORMAT_VERSION};
@@ -20,10 +20,7 @@ use crate::threshold::{QuantileThreshold, MIN_FIT_IMAGES};
 pub struct FitParams {
     pub data_root: PathBuf,
     pub category: String,
-    pub backbone: String,
-    pub levels: Levels,
-    pub size: Option<InputSize>,
-    pub aspect: Aspect,
+    pub features: FeatureSpec,
     pub threshold: QuantileThreshold,
     /// Run folder to write (replaced atomically when the fit succeeds).
     pub out: PathBuf,
@@ -76,9 +73,8 @@ pub fn fit(params: &FitParams, runtime: &Runtime, progress: &dyn Progress) -> Re
     }
     // Claim the output folder before the long work, so an unwritable one fails at once.
     let staging = StagingDir::new(&params.out)?;
-    let (backbone, preprocess) =
-        runtime.open_backbone(&params.backbone, params.size, params.aspect)?;
-    let extractor = runtime.extractor(&backbone, &preprocess, &params.levels)?;
+    let (backbone, preprocess) = runtime.open_backbone(&params.features)?;
+    let extractor = runtime.extractor(&backbone, &preprocess, &params.features.levels)?;
     let features = extractor.extract(&training, OnBadImage::Stop, progress)?.features;
     let gaussian_params = GaussianParams::new();
     let gaussians = MultiLevelGaussian::fit(&features, &gaussian_params)?;
@@ -95,7 +91,7 @@ pub fn fit(params: &FitParams, runtime: &Runtime, progress: &dyn Progress) -> Re
             torchscript_sha256: backbone.sha256().to_string(),
             weights: info.weights.clone(),
         },
-        levels: params.levels.clone(),
+        levels: params.features.levels.clone(),
         preprocess: preprocess.clone(),
         covariance: "Ledoit-Wolf shrinkage (as sklearn.covariance.LedoitWolf), per level".into(),
         score:
@@ -104,6 +100,7 @@ pub fn fit(params: &FitParams, runtime: &Runtime, progress: &dyn Progress) -> Re
                 .into(),
         threshold: threshold.clone(),
         gaussians: params
+            .features
             .levels
             .as_slice()
             .iter()
@@ -134,7 +131,7 @@ pub fn fit(params: &FitParams, runtime: &Runtime, progress: &dyn Progress) -> Re
         backbone: info.name.clone(),
         device: format!("{:?}", backbone.device()).to_lowercase(),
         precision: backbone.precision().to_string(),
-        levels: params.levels.clone(),
+        levels: params.features.levels.clone(),
         input: format!("{} ({:?})", preprocess.size, preprocess.aspect).to_lowercase(),
         threshold,
         training_scores: ScoreSummary {

@@ -12,9 +12,9 @@ use crate::backbone::hlac::Hlac;
 use crate::backbone::precision::cpu_has_bf16;
 use crate::backbone::sidecar::BackboneFiles;
 use crate::backbone::{Backbone, BackboneInfo, DeviceSpec, Levels, Precision, TorchBackbone};
-use crate::data::image::{Aspect, InputSize, Preprocess};
+use crate::data::image::{Aspect, Preprocess};
 use crate::error::{Error, Result};
-use crate::features::{all_levels_width, preprocess_for, Extractor, FeatureCache};
+use crate::features::{all_levels_width, preprocess_for, Extractor, FeatureCache, FeatureSpec};
 
 /// Where backbones and the network run: shared by every verb that runs a network.
 #[derive(Debug, Clone)]
@@ -28,14 +28,10 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Opens a backbone by name or path (`hlac`: the built-in weight-free one) with the input
-    /// size and aspect asked for (default: the backbone's own size): fit and eval.
-    pub fn open_backbone(
-        &self,
-        name_or_path: &str,
-        size: Option<InputSize>,
-        aspect: Aspect,
-    ) -> Result<(Backbone, Preprocess)> {
+    /// Opens the backbone of `spec` (`hlac`: the built-in weight-free one) with its input size
+    /// and aspect (default size: the backbone's own): fit, eval and features.
+    pub fn open_backbone(&self, spec: &FeatureSpec) -> Result<(Backbone, Preprocess)> {
+        let (name_or_path, size, aspect) = (spec.backbone.as_str(), spec.size, spec.aspect);
         if name_or_path == "hlac" {
             let hlac = Hlac::new();
             let preprocess = preprocess_for(hlac.info(), size, aspect);
