@@ -94,20 +94,7 @@ impl QuantileThreshold {
     }
 }
 
-/// Scores every image with a Gaussian fitted on the other folds (seeded random fold assignment).
-pub fn cross_fitted_scores(
-    features: &FeatureSet,
-    params: &GaussianParams,
-    folds: usize,
-    seed: u64,
-) -> Result<Array1<f64>> {
-    cross_fitted_with(features.len(), folds, seed, |training, held_out| {
-        let model = MultiLevelGaussian::fit(&features.select(training), params)?;
-        Ok(model.score(&features.select(held_out))?.to_vec())
-    })
-}
-
-/// Scores each of `n` images by `fit_score` fitted on the other folds.
+/// Scores each of `n` images by `fit_score` fitted on the other folds (seeded random folds).
 pub fn cross_fitted_with(
     n: usize,
     folds: usize,
