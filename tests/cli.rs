@@ -101,38 +101,14 @@ fn several_levels_simple_layout_and_kept_aspect() {
 #[test]
 fn synth_is_deterministic_and_help_has_examples() {
     let ws = Workspace::new();
-    ws.anodet(&[
-        "synth",
-        "--category",
-        "a",
-        "--size",
-        "64",
-        "--train-good",
-        "2",
-        "--test-good",
-        "1",
-        "--per-defect",
-        "1",
-    ])
-    .ok();
-    ws.anodet(&[
-        "synth",
-        "--category",
-        "b",
-        "--size",
-        "64",
-        "--train-good",
-        "2",
-        "--test-good",
-        "1",
-        "--per-defect",
-        "1",
-    ])
-    .ok();
+    for category in ["a", "b"] {
+        let args = ["synth", "--category", category, "--size", "64", "--train-good", "2"];
+        ws.anodet(&[&args[..], &["--test-good", "1", "--per-defect", "1"]].concat()).ok();
+    }
     let a = std::fs::read(ws.data().join("a/test/stain/000.png")).unwrap();
     let b = std::fs::read(ws.data().join("b/test/stain/000.png")).unwrap();
     assert_eq!(a, b);
-    for verb in ["fit", "score", "synth"] {
+    for verb in ["fit", "score", "eval", "heatmap", "features", "synth"] {
         let help = ws.anodet(&[verb, "--help"]).ok();
         assert!(help.contains("EXAMPLES") && help.contains("EXIT STATUS"), "{verb}: {help}");
     }

@@ -10,7 +10,8 @@ use anodet::backbone::Levels;
 use anodet::data::image::decode;
 use anodet::heatmap::Method;
 use anodet::model::{self, RunModel};
-use anodet::pipeline::heatmap::{evaluate_pixels, run_category, Heatmapper, ImageMap, PixelReport};
+use anodet::pipeline::heatmap::{evaluate_pixels, run_category, Heatmapper, PixelReport};
+use anodet::progress::Progress;
 use anodet::report::{atomic, npy, overlay};
 
 #[derive(Debug, Args)]
@@ -129,60 +130,66 @@ fn output_stem(path: &Path) -> String {
 
 fn draw(args: &HeatmapArgs, heatmappers: &[Heatmapper], out: &Path) -> anyhow::Result<i32> {
     let bar = Bar::new();
-    let mut per_variant: Vec<Vec<ImageMap>> = Vec::new();
-    let mut failures = Vec::new();
-    for heatmapper in heatmappers {
-        let (maps, failed) = heatmapper.map_files(&args.images, &bar)?;
-        per_variant.push(maps);
-        if failures.is_empty() {
-            failures = failed;
-        }
-    }
     let threshold = heatmappers[0].run.meta.threshold.value;
     let mut used = std::collections::HashSet::new();
-    for (index, first) in per_variant[0].iter().enumerate() {
-        let mut stem = output_stem(&first.path);
-        let mut n = 2;
-        while !used.insert(stem.clone()) {
-            stem = format!("{}-{n}", output_stem(&first.path));
-            n += 1;
-        }
-        let image = decode(&first.path)?;
-        let verdict = if first.score > threshold { "anomalous" } else { "good" };
-        let mut pictures = Vec::new();
-        for (heatmapper, maps) in heatmappers.iter().zip(&per_variant) {
-            let map = &maps[index];
-            let name = if heatmappers.len() > 1 {
-                format!("{stem}-{}", label(heatmapper).replace(' ', ""))
+    let mut failures = Vec::new();
+    bar.start(args.images.len() as u64, "drawing maps");
+    // Each chunk is decoded once and serves every method (all share the run's preprocessing).
+    for chunk in args.images.chunks(heatmappers[0].batch_size()) {
+        let (decoded, failed) = heatmappers[0].decode(chunk);
+        failures.extend(failed);
+        let per_variant = heatmappers
+            .iter()
+            .map(|h| h.map_decoded(&decoded))
+            .collect::<anodet::Result<Vec<_>>>()?;
+        for (index, image) in decoded.iter().enumerate() {
+            let base = output_stem(&image.path);
+            let mut stem = base.clone();
+            let mut n = 2;
+            while !used.insert(stem.clone()) {
+                stem = format!("{base}-{n}");
+                n += 1;
+            }
+            let score = per_variant[0][index].score;
+            let verdict = if score > threshold { "anomalous" } else { "good" };
+            let mut pictures = Vec::new();
+            for (heatmapper, maps) in heatmappers.iter().zip(&per_variant) {
+                let map = &maps[index];
+                let name = if heatmappers.len() > 1 {
+                    format!("{stem}-{}", label(heatmapper).replace(' ', ""))
+                } else {
+                    stem.clone()
+                };
+                npy::write(
+                    &out.join(format!("{name}.npy")),
+                    &map.values,
+                    map.height as usize,
+                    map.width as usize,
+                )?;
+                let caption = format!(
+                    "{} — score {:.2} ({verdict}, threshold {threshold:.2})",
+                    label(heatmapper),
+                    map.score
+                );
+                let blended = overlay::blend(&image.image, &map.values, &heatmapper.scale, None);
+                pictures.push(overlay::with_colour_bar(&blended, &heatmapper.scale, &caption)?);
+            }
+            let picture = if pictures.len() == 1 {
+                pictures.remove(0)
             } else {
-                stem.clone()
+                overlay::side_by_side(&pictures)
             };
-            npy::write(
-                &out.join(format!("{name}.npy")),
-                &map.values,
-                map.height as usize,
-                map.width as usize,
-            )?;
-            let caption = format!(
-                "{} — score {:.2} ({verdict}, threshold {:.2})",
-                label(heatmapper),
-                map.score,
-                threshold
-            );
-            let blended = overlay::blend(&image, &map.values, &heatmapper.scale, None);
-            pictures.push(overlay::with_colour_bar(&blended, &heatmapper.scale, &caption)?);
+            let picture_path = out.join(format!("{stem}.png"));
+            atomic::write_file(&picture_path, &overlay::png(&picture)?)?;
+            output::line(&format!(
+                "{}\t{score:.4}\t{verdict}\t{}",
+                image.path.display(),
+                picture_path.display()
+            ))?;
         }
-        let picture =
-            if pictures.len() == 1 { pictures.remove(0) } else { overlay::side_by_side(&pictures) };
-        let picture_path = out.join(format!("{stem}.png"));
-        atomic::write_file(&picture_path, &overlay::png(&picture)?)?;
-        output::line(&format!(
-            "{}\t{:.4}\t{verdict}\t{}",
-            first.path.display(),
-            first.score,
-            picture_path.display()
-        ))?;
+        bar.advance(chunk.len() as u64);
     }
+    bar.finish();
     for failure in &failures {
         output::problem(failure);
     }

@@ -52,6 +52,13 @@ pub struct Heatmapper {
     batch_size: usize,
 }
 
+/// A decoded image, kept for drawing, with its network input.
+pub struct DecodedImage {
+    pub path: PathBuf,
+    pub image: DynamicImage,
+    pub prepared: PreparedImage,
+}
+
 /// The map of one image at the image's own size.
 pub struct ImageMap {
     pub path: PathBuf,
@@ -198,67 +205,76 @@ impl Heatmapper {
         Ok(((0..images.len() as i64).map(|i| smoothed.get(i)).collect(), batch.scores))
     }
 
+    /// Decodes files in parallel and prepares them for this run's network; unreadable files
+    /// come back as errors.
+    pub fn decode(&self, paths: &[PathBuf]) -> (Vec<DecodedImage>, Vec<Error>) {
+        let preprocess = &self.run.meta.preprocess;
+        let results: Vec<Result<DecodedImage>> = paths
+            .par_iter()
+            .map(|path| {
+                let image = decode(path)?;
+                let prepared = preprocess.prepare_decoded(&image);
+                Ok(DecodedImage { path: path.clone(), image, prepared })
+            })
+            .collect();
+        let mut decoded = Vec::new();
+        let mut failures = Vec::new();
+        for result in results {
+            match result {
+                Ok(image) => decoded.push(image),
+                Err(e) => failures.push(e),
+            }
+        }
+        (decoded, failures)
+    }
+
+    /// Maps of decoded images at their own size, in order: one forward pass per group of equal
+    /// input size.
+    pub fn map_decoded(&self, decoded: &[DecodedImage]) -> Result<Vec<ImageMap>> {
+        let mut groups: BTreeMap<(u32, u32), Vec<usize>> = BTreeMap::new();
+        for (i, d) in decoded.iter().enumerate() {
+            groups.entry((d.prepared.width, d.prepared.height)).or_default().push(i);
+        }
+        let mut maps: Vec<(usize, ImageMap)> = Vec::with_capacity(decoded.len());
+        for members in groups.values() {
+            let images: Vec<&PreparedImage> =
+                members.iter().map(|&i| &decoded[i].prepared).collect();
+            let (at_input, scores) = self.maps_at_input(&images)?;
+            for ((&i, map), score) in members.iter().zip(at_input).zip(scores) {
+                let (width, height) = (decoded[i].image.width(), decoded[i].image.height());
+                let values = smooth::to_vec(&smooth::resize(&map, height as i64, width as i64)?)?;
+                maps.push((
+                    i,
+                    ImageMap { path: decoded[i].path.clone(), score, width, height, values },
+                ));
+            }
+        }
+        maps.sort_by_key(|(i, _)| *i);
+        Ok(maps.into_iter().map(|(_, m)| m).collect())
+    }
+
     /// Maps of image files at their own size; unreadable files are returned as errors.
     pub fn map_files(
         &self,
         paths: &[PathBuf],
         progress: &dyn Progress,
     ) -> Result<(Vec<ImageMap>, Vec<Error>)> {
-        let preprocess = &self.run.meta.preprocess;
         let mut maps = Vec::new();
         let mut failures = Vec::new();
         progress.start(paths.len() as u64, "drawing maps");
         for chunk in paths.chunks(self.batch_size) {
-            let decoded: Vec<(PathBuf, Result<(DynamicImage, PreparedImage)>)> = chunk
-                .par_iter()
-                .map(|path| {
-                    let prepared = decode(path).map(|image| {
-                        let prepared = preprocess.prepare_decoded(&image);
-                        (image, prepared)
-                    });
-                    (path.clone(), prepared)
-                })
-                .collect();
-            let mut ready = Vec::new();
-            for (path, item) in decoded {
-                match item {
-                    Ok((image, prepared)) => {
-                        ready.push((path, image.width(), image.height(), prepared))
-                    }
-                    Err(e) => failures.push(e),
-                }
-            }
-            // One forward pass per group of equal input size.
-            let mut groups: BTreeMap<(u32, u32), Vec<usize>> = BTreeMap::new();
-            for (i, (_, _, _, prepared)) in ready.iter().enumerate() {
-                groups.entry((prepared.width, prepared.height)).or_default().push(i);
-            }
-            let mut chunk_maps: Vec<(usize, ImageMap)> = Vec::new();
-            for members in groups.values() {
-                let images: Vec<&PreparedImage> = members.iter().map(|&i| &ready[i].3).collect();
-                let (at_input, scores) = self.maps_at_input(&images)?;
-                for ((&i, map), score) in members.iter().zip(at_input).zip(scores) {
-                    let (path, width, height, _) = &ready[i];
-                    let values =
-                        smooth::to_vec(&smooth::resize(&map, *height as i64, *width as i64)?)?;
-                    chunk_maps.push((
-                        i,
-                        ImageMap {
-                            path: path.clone(),
-                            score,
-                            width: *width,
-                            height: *height,
-                            values,
-                        },
-                    ));
-                }
-            }
-            chunk_maps.sort_by_key(|(i, _)| *i);
-            maps.extend(chunk_maps.into_iter().map(|(_, m)| m));
+            let (decoded, failed) = self.decode(chunk);
+            failures.extend(failed);
+            maps.extend(self.map_decoded(&decoded)?);
             progress.advance(chunk.len() as u64);
         }
         progress.finish();
         Ok((maps, failures))
+    }
+
+    /// Images per forward pass.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
     }
 
     /// The colour scale from good images the map model has not seen: models fitted on the
