@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{output, progress::Bar, CacheArgs, FeatureArgs, RuntimeArgs};
-use anodet::pipeline::fit::{default_out, fit, FitParams};
+use anodet::pipeline::default_run_dir;
+use anodet::pipeline::fit::{fit, FitParams};
 use anodet::threshold::QuantileThreshold;
 
 #[derive(Debug, Args)]
@@ -47,7 +48,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<i32> {
             folds: 5,
             seed: args.seed,
         },
-        out: args.out.clone().unwrap_or_else(|| default_out(&runs_root, &args.category)),
+        out: args.out.clone().unwrap_or_else(|| default_run_dir(&runs_root, &args.category)),
         runs_root,
     };
     let report = fit(&params, &args.cache.with(args.runtime.runtime()), &Bar::new())?;

@@ -49,23 +49,6 @@ impl FeatureSet {
             per_level: self.per_level.iter().map(|m| m.select(Axis(0), indices)).collect(),
         }
     }
-
-    /// The same images with a subset of the levels.
-    pub fn with_levels(&self, levels: &Levels) -> Result<FeatureSet> {
-        let per_level = levels
-            .as_slice()
-            .iter()
-            .map(|&l| {
-                self.level(l).map(|m| m.to_owned()).ok_or_else(|| {
-                    Error::param(
-                        "--levels",
-                        format!("level {l} was not extracted (have {})", self.levels),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(FeatureSet { paths: self.paths.clone(), levels: levels.clone(), per_level })
-    }
 }
 
 /// How features are made: which backbone, which levels, at what input size and aspect.

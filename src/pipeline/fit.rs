@@ -1,6 +1,6 @@
 //! `fit`: learn the good images of a category and write a run folder.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::backbone::Levels;
@@ -145,9 +145,4 @@ pub fn fit(params: &FitParams, runtime: &Runtime, progress: &dyn Progress) -> Re
     let run_dir = staging.commit()?;
     model::remember_latest(&params.runs_root, &run_dir)?;
     Ok(report)
-}
-
-/// Default output folder for a fit.
-pub fn default_out(runs_root: &Path, category: &str) -> PathBuf {
-    super::default_run_dir(runs_root, category)
 }
