@@ -143,7 +143,11 @@ impl TorchBackbone {
     /// Global-average-pooled features of the chosen levels: one `images × channels` matrix per
     /// level, in the order of `levels`.
     pub fn pooled(&self, images: &[&PreparedImage], levels: &Levels) -> Result<Vec<Array2<f32>>> {
-        let maps = self.forward(&self.batch_tensor(images)?)?;
+        self.pool_maps(&self.forward(&self.batch_tensor(images)?)?, levels)
+    }
+
+    /// Global-average-pooled features of the chosen levels of a forward pass's nine maps.
+    pub fn pool_maps(&self, maps: &[Tensor], levels: &Levels) -> Result<Vec<Array2<f32>>> {
         levels
             .as_slice()
             .iter()

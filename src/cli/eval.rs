@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::{output, progress::Bar, CacheArgs, FeatureArgs, RuntimeArgs};
+use super::{output, progress::Bar, CacheArgs, FeatureArgs, RuntimeArgs, ScorerArgs};
 use anodet::model::{self, RunModel};
 use anodet::pipeline::eval::{evaluate, EvalParams, Protocol};
 use anodet::report::{self, atomic::StagingDir};
@@ -31,10 +31,6 @@ pub struct EvalArgs {
     /// Repeat the whole cross-validation with seeds seed, seed+1, … and report mean and spread.
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
-    /// HLAC patch mode: features per cell of an N×N grid, one Gaussian shared by all cells,
-    /// image score = the highest cell's (needs --backbone hlac).
-    #[arg(long, value_name = "N")]
-    pub grid: Option<usize>,
     /// Output folder (default: runs/eval/<category>-<UTC timestamp>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -43,6 +39,8 @@ pub struct EvalArgs {
     pub json: bool,
     #[command(flatten)]
     pub features: FeatureArgs,
+    #[command(flatten)]
+    pub scorer: ScorerArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]
@@ -75,10 +73,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
             (category, data)
         }
     };
+    let scorer = args.scorer.spec(&args.features.backbone)?;
     let params = EvalParams {
         data_root,
         category: category.clone(),
-        features: args.features.spec(),
+        features: args.features.spec(&scorer),
+        scorer,
         protocol: match args.protocol {
             ProtocolArg::Cv => Protocol::Cv,
             ProtocolArg::Mvtec => Protocol::Mvtec,
@@ -87,7 +87,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
         seed: args.seed,
         repeats: args.repeats,
         fit_threshold: QuantileThreshold::default(),
-        grid: args.grid,
+        grid: args.scorer.gaussian_grid(),
     };
     let out = args
         .out

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{output, progress::Bar, CacheArgs, FeatureArgs, RuntimeArgs};
+use super::{output, progress::Bar, CacheArgs, FeatureArgs, RuntimeArgs, ScorerArgs};
 use anodet::pipeline::default_run_dir;
 use anodet::pipeline::fit::{fit, FitParams};
 use anodet::threshold::QuantileThreshold;
@@ -32,6 +32,8 @@ pub struct FitArgs {
     #[command(flatten)]
     pub features: FeatureArgs,
     #[command(flatten)]
+    pub scorer: ScorerArgs,
+    #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
@@ -39,10 +41,18 @@ pub struct FitArgs {
 
 pub fn run(args: FitArgs) -> anyhow::Result<i32> {
     let runs_root = super::runs_root();
+    let scorer = args.scorer.spec(&args.features.backbone)?;
+    if args.scorer.gaussian_grid().is_some() {
+        anyhow::bail!(anodet::Error::param(
+            "--grid",
+            "with the Gaussian, --grid is eval's HLAC patch mode; fit cells with --scorer subspace",
+        ));
+    }
     let params = FitParams {
         data_root: args.data.clone(),
         category: args.category.clone(),
-        features: args.features.spec(),
+        features: args.features.spec(&scorer),
+        scorer,
         threshold: QuantileThreshold {
             quantile: args.threshold_quantile,
             folds: 5,
@@ -56,10 +66,11 @@ pub fn run(args: FitArgs) -> anyhow::Result<i32> {
         output::line(&serde_json::to_string_pretty(&report)?)?;
     } else {
         output::line(&format!(
-            "fitted {} on {} good images of {} (backbone {}, levels {}, input {}, {} {}) in {:.1} s",
+            "fitted {} on {} good images of {} (scorer {}, backbone {}, levels {}, input {}, {} {}) in {:.1} s",
             report.run_dir.display(),
             report.images,
             report.category,
+            report.scorer.name(),
             report.backbone,
             report.levels,
             report.input,
@@ -67,6 +78,9 @@ pub fn run(args: FitArgs) -> anyhow::Result<i32> {
             report.precision,
             report.seconds
         ))?;
+        if let (Some(rows), Some(mb)) = (report.bank_rows, report.bank_mb) {
+            output::line(&format!("memory bank: {rows} positions, {mb:.1} MB"))?;
+        }
         output::line(&format!(
             "threshold {:.4}: {}; cross-fitted training scores {:.3} / {:.3} / {:.3} (min / median / max)",
             report.threshold.value,

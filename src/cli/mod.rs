@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 
 use anodet::backbone::{DeviceSpec, Levels, Precision};
 use anodet::data::image::{Aspect, InputSize};
+use anodet::scorer::{EnsembleParams, KnnParams, MemberSpec, ScorerSpec, SubspaceParams};
 
 const EXIT_CODES: &str = "EXIT STATUS:\n  0  success\n  1  (score) at least one image is anomalous\n  2  error (bad input, bad flags, missing model…)";
 
@@ -104,23 +105,137 @@ pub struct FeatureArgs {
 }
 
 impl FeatureArgs {
-    /// The checked feature settings.
-    pub fn spec(&self) -> anodet::features::FeatureSpec {
+    /// The checked feature settings for `scorer`.
+    pub fn spec(&self, scorer: &ScorerSpec) -> anodet::features::FeatureSpec {
         anodet::features::FeatureSpec {
             backbone: self.backbone.clone(),
-            levels: self.levels(),
+            levels: self.levels(scorer),
             size: self.size,
             aspect: self.aspect.into(),
         }
     }
 
-    /// The chosen levels, or the backbone's default (7 for CNNs, 1-9 for HLAC).
-    pub fn levels(&self) -> Levels {
-        let default: Vec<u8> = if self.backbone == "hlac" { (1..=9).collect() } else { vec![7] };
-        self.level
-            .clone()
-            .or_else(|| self.levels.clone())
-            .unwrap_or_else(|| Levels::new(default).expect("valid default levels"))
+    /// The chosen levels, or the default: 1-9 for HLAC, else the scorer's (7 for the Gaussian,
+    /// 6,7 for knn).
+    pub fn levels(&self, scorer: &ScorerSpec) -> Levels {
+        let default = if self.backbone == "hlac" {
+            Levels::new((1..=9).collect()).expect("valid default levels")
+        } else {
+            scorer.default_levels()
+        };
+        self.level.clone().or_else(|| self.levels.clone()).unwrap_or(default)
+    }
+}
+
+/// Which scorer a fit or evaluation uses, and its settings.
+#[derive(Debug, Clone, Args)]
+pub struct ScorerArgs {
+    /// gaussian: a Gaussian per level of pooled features (Gaussian AD); knn: patch memory, the
+    /// distance of each position to its nearest good position (PatchCore-style, default levels
+    /// 6,7), image score = the worst position; subspace (--backbone hlac): residual of each
+    /// grid cell's HLAC features outside the principal subspace of good cells, image score =
+    /// the worst cell; ensemble: the members given with --member, each standardised by its
+    /// cross-fitted good-image scores, summed.
+    #[arg(long, value_enum, default_value = "gaussian")]
+    pub scorer: ScorerKind,
+    /// ensemble: a member, SCORER[:LEVELS][@BACKBONE] (scorer gaussian or knn; levels default
+    /// to the scorer's; backbone to --backbone). Repeat for each member, e.g.
+    /// --member gaussian:6-8 --member knn:6,7@efficientnet_lite1.
+    #[arg(long = "member", value_name = "SPEC")]
+    pub members: Vec<String>,
+    /// knn: share of good positions kept in the memory bank by greedy k-center selection, in
+    /// (0, 1] (default 0.1; 1 keeps all).
+    #[arg(long, value_name = "F")]
+    pub coreset: Option<f64>,
+    /// knn: outer rings of positions the image score ignores (default 1).
+    #[arg(long, value_name = "N")]
+    pub border: Option<usize>,
+    /// HLAC cells a side: the subspace scorer's grid (default 4); with the Gaussian, eval's
+    /// HLAC patch mode (features per cell, one Gaussian shared by all cells, image score = the
+    /// highest cell's).
+    #[arg(long, value_name = "N")]
+    pub grid: Option<usize>,
+    /// subspace: share of the good cells' variance the principal subspace keeps, in (0, 1)
+    /// (default 0.99).
+    #[arg(long, value_name = "F")]
+    pub variance: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScorerKind {
+    Gaussian,
+    Knn,
+    Subspace,
+    Ensemble,
+}
+
+impl ScorerArgs {
+    /// The scorer settings (`backbone`: the members' default); a flag of another scorer is an
+    /// error.
+    pub fn spec(&self, backbone: &str) -> Result<ScorerSpec, anodet::Error> {
+        let given = [
+            ("--coreset", self.coreset.is_some(), ScorerKind::Knn),
+            ("--border", self.border.is_some(), ScorerKind::Knn),
+            ("--variance", self.variance.is_some(), ScorerKind::Subspace),
+            ("--member", !self.members.is_empty(), ScorerKind::Ensemble),
+        ];
+        // knn settings also serve an ensemble's knn members.
+        let applies = |owner: ScorerKind| {
+            owner == self.scorer
+                || (owner == ScorerKind::Knn && self.scorer == ScorerKind::Ensemble)
+        };
+        if let Some((flag, _, owner)) =
+            given.iter().find(|(_, present, owner)| *present && !applies(*owner))
+        {
+            let owner = match owner {
+                ScorerKind::Knn => "knn",
+                ScorerKind::Subspace => "subspace",
+                _ => "ensemble",
+            };
+            return Err(anodet::Error::param(*flag, format!("applies to --scorer {owner} only")));
+        }
+        if self.grid.is_some() && matches!(self.scorer, ScorerKind::Knn | ScorerKind::Ensemble) {
+            return Err(anodet::Error::param(
+                "--grid",
+                "knn reads the network's positions; --grid is for HLAC (gaussian, subspace)",
+            ));
+        }
+        let defaults = KnnParams::default();
+        let knn = KnnParams {
+            coreset: self.coreset.unwrap_or(defaults.coreset),
+            border: self.border.unwrap_or(defaults.border),
+            seed: 0,
+        };
+        knn.check()?;
+        let spec = match self.scorer {
+            ScorerKind::Gaussian => ScorerSpec::Gaussian,
+            ScorerKind::Knn => ScorerSpec::Knn(knn),
+            ScorerKind::Ensemble => {
+                let members = self
+                    .members
+                    .iter()
+                    .map(|text| MemberSpec::parse(text, &knn, backbone))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let params = EnsembleParams::new(members);
+                params.check()?;
+                ScorerSpec::Ensemble(params)
+            }
+            ScorerKind::Subspace => {
+                let defaults = SubspaceParams::default();
+                let params = SubspaceParams {
+                    grid: self.grid.unwrap_or(defaults.grid),
+                    variance: self.variance.unwrap_or(defaults.variance),
+                };
+                params.check()?;
+                ScorerSpec::Subspace(params)
+            }
+        };
+        Ok(spec)
+    }
+
+    /// HLAC patch mode of the Gaussian (eval only).
+    pub fn gaussian_grid(&self) -> Option<usize> {
+        self.grid.filter(|_| self.scorer == ScorerKind::Gaussian)
     }
 }
 

@@ -18,7 +18,16 @@ use crate::report::atomic;
 #[derive(Debug, Clone)]
 pub struct FeatureCache {
     dir: PathBuf,
-    width: usize,
+    width: EntryWidth,
+}
+
+/// How many floats an entry holds.
+#[derive(Debug, Clone, Copy)]
+enum EntryWidth {
+    /// Always this many (pooled levels).
+    Fixed(usize),
+    /// A patch grid: `h, w`, then `h × w × dim` values (sizes vary with `--aspect keep`).
+    Grid { dim: usize },
 }
 
 impl FeatureCache {
@@ -39,7 +48,18 @@ impl FeatureCache {
             &backbone_sha256[..16.min(backbone_sha256.len())],
             &settings_hash[..16]
         ));
-        Ok(FeatureCache { dir, width })
+        Ok(FeatureCache { dir, width: EntryWidth::Fixed(width) })
+    }
+
+    /// The cache of patch features of `levels` (`dim` values per position) for the same
+    /// computation, in a sibling folder.
+    pub fn for_patches(&self, levels: &crate::backbone::Levels, dim: usize) -> FeatureCache {
+        let mut name = self.dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(format!(
+            "-patches{}",
+            levels.as_slice().iter().map(|l| l.to_string()).collect::<String>()
+        ));
+        FeatureCache { dir: self.dir.with_file_name(name), width: EntryWidth::Grid { dim } }
     }
 
     fn entry(&self, content_sha256: &str) -> PathBuf {
@@ -49,12 +69,19 @@ impl FeatureCache {
     /// The cached features of an image with this content hash; a damaged entry counts as a miss.
     pub fn get(&self, content_sha256: &str) -> Option<Vec<f32>> {
         let bytes = fs::read(self.entry(content_sha256)).ok()?;
-        if bytes.len() != self.width * 4 {
+        if bytes.len() % 4 != 0 {
             return None;
         }
         let values: Vec<f32> =
             bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        values.iter().all(|v| v.is_finite()).then_some(values)
+        let expected = match self.width {
+            EntryWidth::Fixed(width) => width,
+            EntryWidth::Grid { dim } => match values.get(..2) {
+                Some(&[h, w]) if h >= 1.0 && w >= 1.0 => 2 + h as usize * w as usize * dim,
+                _ => return None,
+            },
+        };
+        (values.len() == expected && values.iter().all(|v| v.is_finite())).then_some(values)
     }
 
     /// Stores an image's features (atomically, so concurrent runs never see half an entry).

@@ -22,11 +22,13 @@ use crate::data::{Category, Layout, Sample, Split};
 use crate::error::{Error, Result};
 use crate::features::cells::hlac_cell_features;
 use crate::features::FeatureSpec;
-use crate::features::{FeatureSet, OnBadImage};
+use crate::features::{Embeddings, FeatureSet, OnBadImage};
 use crate::gaussian::{GaussianParams, MultiLevelGaussian};
 use crate::metrics::{best_f1_threshold, roc_auc, roc_curve, Confusion, RocPoint, Summary};
+use crate::pipeline::embed::Embedder;
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
+use crate::scorer::ScorerSpec;
 use crate::threshold::QuantileThreshold;
 
 /// Version of `metrics.json`.
@@ -45,6 +47,7 @@ pub struct EvalParams {
     pub data_root: PathBuf,
     pub category: String,
     pub features: FeatureSpec,
+    pub scorer: ScorerSpec,
     pub protocol: Protocol,
     pub folds: usize,
     pub seed: u64,
@@ -61,6 +64,12 @@ impl EvalParams {
     fn check(&self) -> Result<()> {
         if self.repeats == 0 {
             return Err(Error::param("--repeats", "must be at least 1"));
+        }
+        if self.grid.is_some() && self.scorer != ScorerSpec::Gaussian {
+            return Err(Error::param(
+                "--grid",
+                "HLAC's grid mode scores cells with one shared Gaussian; drop --scorer",
+            ));
         }
         if self.grid.is_some() && self.features.backbone != "hlac" {
             return Err(Error::param(
@@ -166,6 +175,7 @@ pub struct EvalReport {
     pub precision: String,
     pub levels: Levels,
     pub input: String,
+    pub scorer: ScorerSpec,
     pub folds: usize,
     pub images: usize,
     pub good_images: usize,
@@ -214,25 +224,27 @@ pub fn evaluate(
         ));
     }
 
-    let (backbone, preprocess) = runtime.open_backbone(&params.features)?;
-    let extractor = runtime.extractor(&backbone, &preprocess, &params.features.levels)?;
+    let embedder = Embedder::open(runtime, &params.features, &params.scorer)?;
+    let (backbone, preprocess) = (&embedder.primary().backbone, &embedder.primary().preprocess);
     let mut paths: Vec<PathBuf> = fit_samples.iter().map(|s| s.path.clone()).collect();
     paths.extend(judged.iter().map(|s| s.path.clone()));
     let feature_started = Instant::now();
-    let extraction = extractor.extract(&paths, OnBadImage::Stop, progress)?;
-    let scorer = match (params.grid, &backbone) {
-        (Some(grid), Backbone::Hlac(hlac)) => Scorer::Cells {
-            features: hlac_cell_features(
+    let (scorer, cache_hits) = match (params.grid, backbone) {
+        (Some(grid), Backbone::Hlac(hlac)) => {
+            let features = hlac_cell_features(
                 hlac,
-                &preprocess,
+                preprocess,
                 &paths,
                 &params.features.levels,
                 grid,
                 progress,
-            )?,
-            cells: grid * grid,
-        },
-        _ => Scorer::Pooled(extraction.features),
+            )?;
+            (Scorer::Cells { features, cells: grid * grid }, 0)
+        }
+        _ => {
+            let (embeddings, _, cache_hits) = embedder.embed(&paths, OnBadImage::Stop, progress)?;
+            (Scorer::Embedded { embeddings, spec: params.scorer.clone() }, cache_hits)
+        }
     };
     let feature_seconds = feature_started.elapsed().as_secs_f64();
     let fit_images: Vec<usize> = (0..fit_samples.len()).collect();
@@ -273,6 +285,7 @@ pub fn evaluate(
         precision: backbone.precision().to_string(),
         levels: params.features.levels.clone(),
         input: format!("{} ({:?})", preprocess.size, preprocess.aspect).to_lowercase(),
+        scorer: params.scorer.clone(),
         folds: if params.protocol == Protocol::Cv { params.folds } else { 1 },
         images: judged.len(),
         good_images: judged.len() - defective_count,
@@ -282,7 +295,7 @@ pub fn evaluate(
         spread,
         feature_seconds,
         extracted_images: paths.len(),
-        cache_hits: extraction.cache_hits,
+        cache_hits,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -423,31 +436,17 @@ fn fold_too_small(fold: usize, images: usize) -> Error {
 
 /// Fits on some images and scores others, by image index into the extracted set.
 enum Scorer {
-    /// One feature vector per image.
-    Pooled(FeatureSet),
-    /// `cells` rows per image (grid cells); one Gaussian for all cells; an image scores as its
-    /// highest cell. Shared rather than per cell: with a few hundred good images a per-cell
-    /// Gaussian of up to 300 dimensions would rest on one sample per image and cell position,
-    /// while sharing pools `cells` times more samples and does not assume the parts are aligned.
+    /// The run's scorer on what it reads.
+    Embedded { embeddings: Embeddings, spec: ScorerSpec },
+    /// HLAC grid mode: `cells` rows per image (grid cells); one Gaussian for all cells; an image
+    /// scores as its highest cell. Shared rather than per cell: with a few hundred good images a
+    /// per-cell Gaussian of up to 300 dimensions would rest on one sample per image and cell
+    /// position, while sharing pools `cells` times more samples and does not assume the parts
+    /// are aligned.
     Cells { features: FeatureSet, cells: usize },
 }
 
 impl Scorer {
-    fn rows(&self, images: &[usize]) -> Vec<usize> {
-        match self {
-            Scorer::Pooled(_) => images.to_vec(),
-            Scorer::Cells { cells, .. } => {
-                images.iter().flat_map(|&i| i * cells..(i + 1) * cells).collect()
-            }
-        }
-    }
-
-    fn features(&self) -> &FeatureSet {
-        match self {
-            Scorer::Pooled(features) | Scorer::Cells { features, .. } => features,
-        }
-    }
-
     /// Fits on `training` images, then scores each list of `targets`.
     fn fit_score<const N: usize>(
         &self,
@@ -455,18 +454,27 @@ impl Scorer {
         targets: [&[usize]; N],
         gaussian: &GaussianParams,
     ) -> Result<[Vec<f64>; N]> {
-        let features = self.features();
-        let model = MultiLevelGaussian::fit(&features.select(&self.rows(training)), gaussian)?;
         let mut out: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
-        for (slot, images) in out.iter_mut().zip(targets) {
-            let row_scores = model.score(&features.select(&self.rows(images)))?.to_vec();
-            *slot = match self {
-                Scorer::Pooled(_) => row_scores,
-                Scorer::Cells { cells, .. } => row_scores
-                    .chunks(*cells)
-                    .map(|c| c.iter().copied().fold(f64::NEG_INFINITY, f64::max))
-                    .collect(),
-            };
+        match self {
+            Scorer::Embedded { embeddings, spec } => {
+                let fitted = spec.scorer()?.fit(&embeddings.select(training))?;
+                for (slot, images) in out.iter_mut().zip(targets) {
+                    *slot = fitted.score(&embeddings.select(images))?;
+                }
+            }
+            Scorer::Cells { features, cells } => {
+                let rows = |images: &[usize]| -> Vec<usize> {
+                    images.iter().flat_map(|&i| i * cells..(i + 1) * cells).collect()
+                };
+                let model = MultiLevelGaussian::fit(&features.select(&rows(training)), gaussian)?;
+                for (slot, images) in out.iter_mut().zip(targets) {
+                    let row_scores = model.score(&features.select(&rows(images)))?.to_vec();
+                    *slot = row_scores
+                        .chunks(*cells)
+                        .map(|c| c.iter().copied().fold(f64::NEG_INFINITY, f64::max))
+                        .collect();
+                }
+            }
         }
         Ok(out)
     }

@@ -1,6 +1,7 @@
 //! Orchestration of the verbs: each function checks its params, then runs data → backbone →
 //! features → Gaussian → threshold, and returns plain results the CLI prints.
 
+pub mod embed;
 pub mod eval;
 pub mod fit;
 pub mod heatmap;

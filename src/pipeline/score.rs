@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::features::{Extractor, OnBadImage};
+use crate::features::OnBadImage;
 use crate::model::RunModel;
+use crate::pipeline::embed::Embedder;
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
 
@@ -35,21 +36,13 @@ pub fn score(
     if let Some(t) = threshold.filter(|t| !t.is_finite()) {
         return Err(Error::param("--threshold", format!("{t} is not a finite number")));
     }
-    let backbone = runtime.load_backbone(&run.meta.backbone.name, &run.meta.preprocess, false)?;
-    run.check_backbone(model_dir, &backbone)?;
-    let extractor = Extractor {
-        backbone: &backbone,
-        preprocess: run.meta.preprocess.clone(),
-        levels: run.meta.levels.clone(),
-        batch_size: runtime.batch_size,
-        cache: None,
-    };
-    let extraction = extractor.extract(images, OnBadImage::Skip, progress)?;
-    let scores = run.gaussians.score(&extraction.features)?;
+    let no_cache = Runtime { cache_root: None, ..runtime.clone() };
+    let embedder = Embedder::for_run(&no_cache, run, model_dir)?;
+    let (embeddings, failures, _) = embedder.embed(images, OnBadImage::Skip, progress)?;
+    let scores = run.scorer.score(&embeddings)?;
     let threshold = threshold.unwrap_or(run.meta.threshold.value);
-    let scored = extraction
-        .features
-        .paths
+    let scored = embeddings
+        .paths()
         .iter()
         .zip(scores.iter())
         .map(|(path, &score)| ScoredImage {
@@ -59,5 +52,5 @@ pub fn score(
             anomalous: score > threshold,
         })
         .collect();
-    Ok(ScoreOutcome { scored, failures: extraction.failures })
+    Ok(ScoreOutcome { scored, failures })
 }
