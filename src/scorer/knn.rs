@@ -197,14 +197,44 @@ impl FittedScorer for KnnModel {
     }
 
     fn score(&self, embeddings: &Embeddings) -> Result<Vec<f64>> {
+        // Only interior positions count: search those alone (a quarter fewer at 14×14, border 1).
         let patches = embeddings.patches()?;
-        let scores = self.all_position_scores(patches)?;
-        (0..patches.len())
-            .map(|i| {
-                let (h, w) = patches.grids[i];
-                self.image_score(&scores[patches.offsets[i]..patches.offsets[i + 1]], h, w)
+        let mut interior_rows: Vec<i64> = Vec::new();
+        let mut ends = Vec::with_capacity(patches.len());
+        for i in 0..patches.len() {
+            let (h, w) = patches.grids[i];
+            let (rows, cols) = interior(h, w, self.params.border).ok_or_else(|| {
+                Error::param(
+                    "--border",
+                    format!("{} ring(s) leave no positions on a {h}×{w} grid", self.params.border),
+                )
+            })?;
+            for r in rows {
+                interior_rows.extend(cols.clone().map(|c| (patches.offsets[i] + r * w + c) as i64));
+            }
+            ends.push(interior_rows.len());
+        }
+        if patches.dim != self.dim() {
+            return Err(Error::numeric(
+                "knn scoring",
+                format!("positions have {} values, the memory bank {}", patches.dim, self.dim()),
+            ));
+        }
+        if interior_rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let queries = patches.tensor().index_select(0, &Tensor::from_slice(&interior_rows));
+        let scores = Vec::<f32>::try_from(self.position_scores(&queries)?.contiguous())
+            .map_err(|e| Error::torch("knn scoring", e))?;
+        let mut start = 0;
+        Ok(ends
+            .iter()
+            .map(|&end| {
+                let worst = scores[start..end].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                start = end;
+                worst as f64
             })
-            .collect()
+            .collect())
     }
 
     fn maps(&self, embeddings: &Embeddings) -> Result<Option<Vec<PositionMap>>> {
