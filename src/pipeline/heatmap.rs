@@ -156,7 +156,7 @@ impl Heatmapper {
                         &backbone,
                         &run,
                         &training()?,
-                        runtime.batch_size,
+                        runtime.batch_size_for(backbone.device()),
                         progress,
                     )?;
                     model.save(&file)?;
@@ -172,7 +172,7 @@ impl Heatmapper {
             model,
             image_gaussians,
             scale: MapScale { method, level, low: 0.0, high: 1.0, images: 0 },
-            batch_size: runtime.batch_size.max(1),
+            batch_size: runtime.batch_size_for(device).max(1),
         };
         let scale_file = run_dir.join(match level {
             Some(l) => format!("heatmap-{}-level{l}.json", method.name()),
@@ -367,9 +367,13 @@ fn fit_map_model(
             let l = level.unwrap_or(7);
             feature_model(backbone, l, gaussian_of(l)?)
         }
-        Method::Patch => {
-            MapModel::Patch(fit_patch_model(backbone, run, paths, runtime.batch_size, progress)?)
-        }
+        Method::Patch => MapModel::Patch(fit_patch_model(
+            backbone,
+            run,
+            paths,
+            runtime.batch_size_for(backbone.device()),
+            progress,
+        )?),
     };
     Ok((model, image_gaussians))
 }

@@ -41,7 +41,7 @@ pub fn score(
         backbone: &backbone,
         preprocess: run.meta.preprocess.clone(),
         levels: run.meta.levels.clone(),
-        batch_size: runtime.batch_size,
+        batch_size: runtime.batch_size_for(backbone.device()),
         cache: None,
     };
     let extraction = extractor.extract(images, OnBadImage::Skip, progress)?;
