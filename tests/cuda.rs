@@ -9,6 +9,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -88,7 +89,10 @@ fn cuda_request_without_cuda_is_a_one_line_error() {
 #[test]
 fn cuda_runs_fit_eval_score_and_heatmap_and_agrees_with_the_cpu() {
     if !cuda_available() {
-        eprintln!(
+        // Written to stderr directly, not through eprintln!, so that `cargo test` shows it even
+        // though it captures the output of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED cuda_runs_fit_eval_score_and_heatmap_and_agrees_with_the_cpu: no CUDA device \
              on this machine (no NVIDIA driver, or libtorch_cuda could not be loaded)"
         );
