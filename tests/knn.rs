@@ -20,7 +20,7 @@ fn runtime() -> Runtime {
     Runtime {
         models_dir: common::models_dir(),
         device: DeviceSpec::Cpu,
-        batch_size: 8,
+        batch_size: Some(8),
         cache_root: None,
         precision: anodet::backbone::Precision::Auto,
     }

@@ -69,13 +69,14 @@ pub struct RuntimeArgs {
     /// Device: auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto", value_parser = parse::<DeviceSpec>)]
     pub device: DeviceSpec,
-    /// Network precision on the CPU: auto (bf16 where the CPU has bf16 units and the backbone's
-    /// bf16 variant fits the input size, else fp32), fp32, bf16.
+    /// Network precision: auto (CPU: bf16 where the CPU has bf16 units and the backbone's bf16
+    /// variant fits the input size, else fp32; CUDA: fp16 autocast), fp32, bf16 (CPU), fp16
+    /// (CUDA autocast).
     #[arg(long, default_value = "auto", value_parser = parse::<Precision>)]
     pub precision: Precision,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 16)]
-    pub batch: usize,
+    /// Images per forward pass (default: 16 on the CPU, 64 on CUDA).
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Folder with exported backbones (default: ./models, else the project's models/).
     #[arg(long, value_name = "DIR")]
     pub models: Option<PathBuf>,

@@ -200,7 +200,7 @@ impl Heatmapper {
                         &backbone,
                         &run,
                         &training()?,
-                        runtime.batch_size,
+                        runtime.batch_size_for(backbone.device()),
                         progress,
                     )?;
                     model.save(&file)?;
@@ -216,7 +216,7 @@ impl Heatmapper {
             model,
             image_scorer,
             scale: MapScale { method, level, low: 0.0, high: 1.0, images: 0 },
-            batch_size: runtime.batch_size.max(1),
+            batch_size: runtime.batch_size_for(device).max(1),
         };
         let scale_file = run_dir.join(match level {
             Some(l) => format!("heatmap-{}-level{l}.json", method.name()),
@@ -424,6 +424,7 @@ fn fit_map_model(
             let l = level.unwrap_or(7);
             feature_model(backbone, l, gaussian_of(l)?)
         }
+<<<<<<< HEAD
         Method::Patch => {
             MapModel::Patch(fit_patch_model(backbone, run, paths, runtime.batch_size, progress)?)
         }
@@ -443,6 +444,15 @@ fn fit_map_model(
                 extractor.extract_patches(paths, &levels, OnBadImage::Stop, progress)?;
             MapModel::Knn(params.fit_patches(&patches)?)
         }
+=======
+        Method::Patch => MapModel::Patch(fit_patch_model(
+            backbone,
+            run,
+            paths,
+            runtime.batch_size_for(backbone.device()),
+            progress,
+        )?),
+>>>>>>> gpu
     };
     Ok((model, ImageScorer::Gaussians(image_gaussians)))
 }

@@ -22,7 +22,8 @@ use crate::features::{all_levels_width, preprocess_for, Extractor, FeatureCache,
 pub struct Runtime {
     pub models_dir: PathBuf,
     pub device: DeviceSpec,
-    pub batch_size: usize,
+    /// Images per forward pass (`None`: [`default_batch_size`] for the device).
+    pub batch_size: Option<usize>,
     /// Feature cache folder for fit and eval (`None`: always run the network).
     pub cache_root: Option<PathBuf>,
     pub precision: Precision,
@@ -66,33 +67,59 @@ impl Runtime {
         needs_autograd: bool,
     ) -> Result<Backbone> {
         let device = self.device.resolve()?;
-        let variant = self.choose_variant(&files.info, preprocess, device, needs_autograd)?;
+        if device.is_cuda() {
+            let backbone = TorchBackbone::load(files, device)?;
+            return Ok(Backbone::Torch(if self.cuda_autocast(needs_autograd)? {
+                backbone.with_cuda_autocast()?
+            } else {
+                backbone
+            }));
+        }
+        let variant = self.choose_variant(&files.info, preprocess, needs_autograd)?;
         Ok(Backbone::Torch(TorchBackbone::load_variant(files, device, variant)?))
     }
 
-    /// The fastest variant that computes what was asked: bf16 (traced at one size, CPU only),
-    /// frozen fp32 (CPU only, any size), or the plain fp32 file (any device, autograd).
+    /// Images per forward pass on `device`: `--batch`, else [`default_batch_size`].
+    pub fn batch_size_for(&self, device: tch::Device) -> usize {
+        self.batch_size.unwrap_or_else(|| default_batch_size(device))
+    }
+
+    /// CUDA runs the plain fp32 file, under fp16 autocast unless fp32 was asked for or gradient
+    /// maps need it.
+    fn cuda_autocast(&self, needs_autograd: bool) -> Result<bool> {
+        match self.precision {
+            Precision::Auto => Ok(!needs_autograd),
+            Precision::Fp32 => Ok(false),
+            Precision::Fp16 if needs_autograd => {
+                Err(Error::param("--precision", "gradient maps need --precision fp32"))
+            }
+            Precision::Fp16 => Ok(true),
+            Precision::Bf16 => Err(Error::param(
+                "--precision",
+                "bf16 is anodet's CPU path; on CUDA use fp16 (autocast) or fp32",
+            )),
+        }
+    }
+
+    /// The fastest CPU variant that computes what was asked: bf16 (traced at one size), frozen
+    /// fp32 (any size), or the plain fp32 file (autograd).
     fn choose_variant(
         &self,
         info: &BackboneInfo,
         preprocess: &Preprocess,
-        device: tch::Device,
         needs_autograd: bool,
     ) -> Result<Option<&'static str>> {
-        let on_cpu = device == tch::Device::Cpu;
         let size = [preprocess.size.height, preprocess.size.width];
         let bf16_fits = preprocess.aspect == Aspect::Squash
             && info.variants.get("bf16").is_some_and(|v| v.input_size == Some(size));
-        let fp32 = if on_cpu && !needs_autograd && info.variants.contains_key("fp32_frozen") {
+        let fp32 = if !needs_autograd && info.variants.contains_key("fp32_frozen") {
             Some("fp32_frozen")
         } else {
             None
         };
         match self.precision {
             Precision::Bf16 => {
-                let refusal = if !on_cpu {
-                    Some("bf16 is anodet's CPU path; on CUDA use --precision fp32")
-                } else if needs_autograd {
+                let refusal = if needs_autograd {
                     Some("gradient maps need --precision fp32")
                 } else if !bf16_fits {
                     Some("the bf16 variant serves the backbone's own input size with --aspect squash only")
@@ -104,10 +131,12 @@ impl Runtime {
                     None => Ok(Some("bf16")),
                 }
             }
-            Precision::Auto if on_cpu && !needs_autograd && bf16_fits && cpu_has_bf16() => {
-                Ok(Some("bf16"))
-            }
+            Precision::Auto if !needs_autograd && bf16_fits && cpu_has_bf16() => Ok(Some("bf16")),
             Precision::Auto | Precision::Fp32 => Ok(fp32),
+            Precision::Fp16 => Err(Error::param(
+                "--precision",
+                "fp16 is anodet's CUDA path (autocast); on the CPU use bf16 or fp32",
+            )),
         }
     }
 
@@ -122,7 +151,7 @@ impl Runtime {
             backbone,
             preprocess: preprocess.clone(),
             levels: levels.clone(),
-            batch_size: self.batch_size,
+            batch_size: self.batch_size_for(backbone.device()),
             cache: self.feature_cache(backbone, preprocess)?,
         })
     }
@@ -147,6 +176,16 @@ impl Runtime {
     }
 }
 
+/// Images per forward pass unless `--batch` says otherwise: 64 on CUDA (the GPU is busy only
+/// with large batches), 16 on the CPU (larger batches are no faster there and need more memory).
+pub fn default_batch_size(device: tch::Device) -> usize {
+    if device.is_cuda() {
+        64
+    } else {
+        16
+    }
+}
+
 /// The default models folder: `./models` if it exists, else the one of the project the binary
 /// was built in (`target/release/anodet` → `../../models`).
 pub fn default_models_dir() -> PathBuf {
@@ -164,4 +203,38 @@ pub fn default_models_dir() -> PathBuf {
 /// `runs/<category>` under `runs_root`.
 pub fn default_run_dir(runs_root: &Path, category: &str) -> PathBuf {
     runs_root.join(category)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime(precision: Precision) -> Runtime {
+        Runtime {
+            models_dir: PathBuf::from("models"),
+            device: DeviceSpec::Cpu,
+            batch_size: None,
+            cache_root: None,
+            precision,
+        }
+    }
+
+    #[test]
+    fn cuda_precision_choices() {
+        assert!(runtime(Precision::Auto).cuda_autocast(false).unwrap());
+        assert!(!runtime(Precision::Auto).cuda_autocast(true).unwrap(), "gradient maps: fp32");
+        assert!(!runtime(Precision::Fp32).cuda_autocast(false).unwrap());
+        assert!(runtime(Precision::Fp16).cuda_autocast(false).unwrap());
+        assert!(runtime(Precision::Fp16).cuda_autocast(true).is_err());
+        assert!(runtime(Precision::Bf16).cuda_autocast(false).is_err());
+    }
+
+    #[test]
+    fn batch_size_defaults_per_device_unless_given() {
+        let mut rt = runtime(Precision::Auto);
+        assert_eq!(rt.batch_size_for(tch::Device::Cpu), 16);
+        assert_eq!(rt.batch_size_for(tch::Device::Cuda(0)), 64);
+        rt.batch_size = Some(8);
+        assert_eq!(rt.batch_size_for(tch::Device::Cuda(0)), 8);
+    }
 }
