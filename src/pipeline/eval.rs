@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use crate::backbone::Backbone;
 use crate::backbone::Levels;
+use crate::data::image::Preprocess;
 use crate::data::split::stratified_folds;
 use crate::data::{Category, Layout, Sample, Split};
 use crate::error::{Error, Result};
@@ -181,11 +182,30 @@ pub struct EvalReport {
     pub seconds: f64,
 }
 
+/// What [`evaluate_keeping_inputs`] opened and computed that a review page reuses, so it need
+/// not run the network on every image again.
+pub struct EvalInputs {
+    pub backbone: Backbone,
+    pub preprocess: Preprocess,
+    /// Pooled features of the evaluation's levels: fit images first (`mvtec`), then the judged
+    /// images in the order of each run's samples.
+    pub features: FeatureSet,
+}
+
 pub fn evaluate(
     params: &EvalParams,
     runtime: &Runtime,
     progress: &dyn Progress,
 ) -> Result<EvalReport> {
+    evaluate_keeping_inputs(params, runtime, progress).map(|(report, _)| report)
+}
+
+/// [`evaluate`], also returning the opened backbone and the pooled features.
+pub fn evaluate_keeping_inputs(
+    params: &EvalParams,
+    runtime: &Runtime,
+    progress: &dyn Progress,
+) -> Result<(EvalReport, EvalInputs)> {
     let started = Instant::now();
     params.check()?;
     let category = Category::discover(&params.data_root, &params.category)?;
@@ -232,7 +252,7 @@ pub fn evaluate(
             )?,
             cells: grid * grid,
         },
-        _ => Scorer::Pooled(extraction.features),
+        _ => Scorer::Pooled(extraction.features.clone()),
     };
     let feature_seconds = feature_started.elapsed().as_secs_f64();
     let fit_images: Vec<usize> = (0..fit_samples.len()).collect();
@@ -264,7 +284,7 @@ pub fn evaluate(
         )?],
     };
     let spread = if runs.len() > 1 { spreads(&runs) } else { BTreeMap::new() };
-    Ok(EvalReport {
+    let report = EvalReport {
         version: EVAL_FORMAT_VERSION,
         category: params.category.clone(),
         data_root: params.data_root.clone(),
@@ -284,7 +304,8 @@ pub fn evaluate(
         extracted_images: paths.len(),
         cache_hits: extraction.cache_hits,
         seconds: started.elapsed().as_secs_f64(),
-    })
+    };
+    Ok((report, EvalInputs { backbone, preprocess, features: extraction.features }))
 }
 
 fn cross_validate(

@@ -4,6 +4,7 @@
 pub mod eval;
 pub mod fit;
 pub mod heatmap;
+pub mod review;
 pub mod score;
 
 use std::path::{Path, PathBuf};
