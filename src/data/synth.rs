@@ -34,11 +34,22 @@ pub struct SynthParams {
     pub test_good: usize,
     /// Defective test images per defect type.
     pub per_defect: usize,
+    /// Easy data for smoke tests: boards without knots, streaks, local waviness, lighting
+    /// gradients or colour patches, and every defect at full strength (instead of graded from
+    /// faint to plain), so that each defect is plain to see even at a small input size.
+    pub plain: bool,
 }
 
 impl Default for SynthParams {
     fn default() -> Self {
-        SynthParams { seed: 0, size: 256, train_good: 80, test_good: 20, per_defect: 12 }
+        SynthParams {
+            seed: 0,
+            size: 256,
+            train_good: 80,
+            test_good: 20,
+            per_defect: 12,
+            plain: false,
+        }
     }
 }
 
@@ -67,15 +78,21 @@ pub fn generate(data_root: &Path, category: &str, params: &SynthParams) -> Resul
         image.save(&path).map_err(|e| Error::input(&path, format!("cannot write: {e}")))
     };
     for i in 0..params.train_good {
-        save_rgb(&wood(params.size, &mut rng), root.join(format!("train/good/{i:03}.png")))?;
+        save_rgb(
+            &wood(params.size, params.plain, &mut rng),
+            root.join(format!("train/good/{i:03}.png")),
+        )?;
     }
     for i in 0..params.test_good {
-        save_rgb(&wood(params.size, &mut rng), root.join(format!("test/good/{i:03}.png")))?;
+        save_rgb(
+            &wood(params.size, params.plain, &mut rng),
+            root.join(format!("test/good/{i:03}.png")),
+        )?;
     }
     for defect in DEFECT_TYPES {
         for i in 0..params.per_defect {
-            let mut image = wood(params.size, &mut rng);
-            let mask = paint_defect(&mut image, defect, &mut rng);
+            let mut image = wood(params.size, params.plain, &mut rng);
+            let mask = paint_defect(&mut image, defect, params.plain, &mut rng);
             save_rgb(&image, root.join(format!("test/{defect}/{i:03}.png")))?;
             let mask_path = root.join(format!("ground_truth/{defect}/{i:03}_mask.png"));
             fs::create_dir_all(mask_path.parent().unwrap_or(&root))
@@ -143,7 +160,7 @@ struct Streak {
 /// One good wood image: a board's look varies from part to part (colour, lighting, ring
 /// spacing and contrast, grain direction and waviness), and some parts carry normal features
 /// (knots, dark streaks along the grain, waviness in one place, colour patches).
-fn wood(size: u32, rng: &mut Rng) -> RgbImage {
+fn wood(size: u32, plain: bool, rng: &mut Rng) -> RgbImage {
     let s = size as f64;
     let red = rng.range(150.0, 200.0);
     let base = [red, red * rng.range(0.62, 0.74), red * rng.range(0.36, 0.50)];
@@ -192,6 +209,11 @@ fn wood(size: u32, rng: &mut Rng) -> RgbImage {
         })
         .collect();
     let grain_seed = rng.next_u64();
+    let (light_slope, vignette, patch_strength, local_wave, knots, streaks) = if plain {
+        (0.0, 0.0, 0.0, None, Vec::new(), Vec::new())
+    } else {
+        (light_slope, vignette, patch_strength, local_wave, knots, streaks)
+    };
     RgbImage::from_fn(size, size, |x, y| {
         let (xf, yf) = (x as f64, y as f64);
         let mut distance = ((xf - cx).powi(2) + (yf - cy).powi(2)).sqrt();
@@ -248,13 +270,14 @@ fn pixel_noise(seed: u64, x: u32, y: u32) -> f64 {
 
 /// Paints one defect of the given type and returns its mask (255 = defect). Defects come in
 /// graded strength, from faint (thin, small, low contrast) to plain, so some are hard to see.
-fn paint_defect(image: &mut RgbImage, defect: &str, rng: &mut Rng) -> GrayImage {
+fn paint_defect(image: &mut RgbImage, defect: &str, plain: bool, rng: &mut Rng) -> GrayImage {
     let size = image.width();
     let s = size as f64;
     let mut mask = GrayImage::new(size, size);
     let (px, py) = (rng.range(0.2, 0.8) * s, rng.range(0.2, 0.8) * s);
     // 0 = faintest, 1 = plainest; one defect in nine is below 1/3, one in four below 1/2.
-    let strength = rng.unit().sqrt();
+    let graded = rng.unit().sqrt();
+    let strength = if plain { 1.0 } else { graded };
     match defect {
         "scratch" => {
             let length = rng.range(0.15, 0.3 + 0.3 * strength) * s;
@@ -321,7 +344,14 @@ mod tests {
 
     #[test]
     fn generation_is_deterministic_and_complete() {
-        let params = SynthParams { seed: 3, size: 64, train_good: 3, test_good: 2, per_defect: 2 };
+        let params = SynthParams {
+            seed: 3,
+            size: 64,
+            train_good: 3,
+            test_good: 2,
+            per_defect: 2,
+            plain: false,
+        };
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let root_a = generate(a.path(), "wood", &params).unwrap();
         let root_b = generate(b.path(), "wood", &params).unwrap();
