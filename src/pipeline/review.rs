@@ -136,6 +136,9 @@ fn scale_images(run: &RunMetrics) -> Vec<usize> {
     (0..n).map(|k| good[((k as f64 + 0.5) * step) as usize]).collect()
 }
 
+/// Thumbnail file per image (relative to the page), and the decoded images that were kept.
+type Thumbnails = (Vec<Option<String>>, HashMap<usize, DecodedImage>);
+
 /// Decodes `paths` (in parallel, `CHUNK` at a time), writes each one's thumbnail as
 /// `folder/t<index>.jpg`, and returns the decoded images of the indices in `keep`.
 fn thumbnails_keeping(
@@ -144,7 +147,7 @@ fn thumbnails_keeping(
     keep: &BTreeSet<usize>,
     prepare: Option<&crate::data::image::Preprocess>,
     progress: &dyn Progress,
-) -> Result<(Vec<Option<String>>, HashMap<usize, DecodedImage>)> {
+) -> Result<Thumbnails> {
     let mut names = Vec::with_capacity(paths.len());
     let mut kept = HashMap::new();
     progress.start(paths.len() as u64, "review page: thumbnails");
