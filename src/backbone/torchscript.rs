@@ -270,13 +270,6 @@ impl TorchBackbone {
     /// level, in the order of `levels`.
     /// On CUDA the pooled levels come back to the host in one copy.
     pub fn pooled(&self, images: &[&PreparedImage], levels: &Levels) -> Result<Vec<Array2<f32>>> {
-<<<<<<< HEAD
-        self.pool_maps(&self.forward(&self.batch_tensor(images)?)?, levels)
-    }
-
-    /// Global-average-pooled features of the chosen levels of a forward pass's nine maps.
-    pub fn pool_maps(&self, maps: &[Tensor], levels: &Levels) -> Result<Vec<Array2<f32>>> {
-=======
         let input = if self.device.is_cuda() {
             let first = images.first().ok_or_else(|| Error::param("batch", "empty batch"))?;
             let shape = [images.len() as i64, 3, first.height as i64, first.width as i64];
@@ -306,7 +299,6 @@ impl TorchBackbone {
         })?;
         let all = tensor_to_array2(&pooled)?;
         let mut start = 0;
->>>>>>> gpu
         levels
             .as_slice()
             .iter()
@@ -321,6 +313,21 @@ impl TorchBackbone {
                 let block = all.slice(ndarray::s![.., start..start + width]).to_owned();
                 start += width;
                 Ok(block)
+            })
+            .collect()
+    }
+
+    /// Global-average-pooled features of the chosen levels of a forward pass's nine maps (the
+    /// by-product of a pass made for something else).
+    pub fn pool_maps(&self, maps: &[Tensor], levels: &Levels) -> Result<Vec<Array2<f32>>> {
+        levels
+            .as_slice()
+            .iter()
+            .map(|&level| {
+                let pooled = maps[level as usize - 1]
+                    .mean_dim(&[2i64, 3][..], false, Kind::Float)
+                    .to_device(Device::Cpu);
+                tensor_to_array2(&pooled)
             })
             .collect()
     }

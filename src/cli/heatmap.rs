@@ -11,6 +11,7 @@ use anodet::data::image::decode;
 use anodet::heatmap::Method;
 use anodet::model::{self, RunModel};
 use anodet::pipeline::heatmap::{evaluate_pixels, run_category, Heatmapper, PixelReport};
+use anodet::pipeline::review::{write_pixel_review, PixelResult};
 use anodet::progress::Progress;
 use anodet::report::{atomic, npy, overlay};
 use anodet::scorer::ScorerSpec;
@@ -221,17 +222,32 @@ fn evaluate(
     }
     let bar = Bar::new();
     let mut reports = Vec::new();
+    let mut galleries = Vec::new();
     for heatmapper in heatmappers {
         let report = evaluate_pixels(heatmapper, &samples, &bar)?;
-        write_gallery(
-            heatmapper,
-            &report,
-            &samples,
-            &out.join(format!("gallery-{}.png", label(heatmapper).replace(' ', ""))),
-        )?;
+        let gallery = format!("gallery-{}.png", label(heatmapper).replace(' ', ""));
+        write_gallery(heatmapper, &report, &samples, &out.join(&gallery))?;
+        galleries.push(out.join(&gallery).is_file().then_some(gallery));
         reports.push(report);
     }
     atomic::write_json(&out.join("pixel-metrics.json"), &reports)?;
+    let meta = &heatmappers[0].run.meta;
+    let facts = vec![
+        ("run".to_string(), run_dir.display().to_string()),
+        ("data".to_string(), category.root.display().to_string()),
+        ("category".to_string(), meta.category.clone()),
+        ("backbone".to_string(), meta.backbone.name.clone()),
+        ("levels (image score)".to_string(), meta.levels.to_string()),
+        ("map methods".to_string(), heatmappers.iter().map(label).collect::<Vec<_>>().join(", ")),
+        ("images".to_string(), samples.len().to_string()),
+    ];
+    let results: Vec<PixelResult> = heatmappers
+        .iter()
+        .zip(&reports)
+        .zip(galleries)
+        .map(|((h, report), gallery)| PixelResult { label: label(h), report, gallery })
+        .collect();
+    let page = write_pixel_review(facts, &results, out, &bar)?;
     if args.json {
         output::line(&serde_json::to_string_pretty(&reports)?)?;
         return Ok(0);
@@ -253,6 +269,7 @@ fn evaluate(
         ))?;
     }
     output::line(&format!("wrote {}", out.join("pixel-metrics.json").display()))?;
+    output::line(&format!("review page {}", page.display()))?;
     Ok(0)
 }
 

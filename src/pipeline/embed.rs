@@ -135,6 +135,11 @@ impl<'r> Embedder<'r> {
         &self.networks[0]
     }
 
+    /// The run's own backbone and preprocessing, by value.
+    pub fn into_primary(mut self) -> Opened {
+        self.networks.swap_remove(0)
+    }
+
     /// Backbone and preprocessing of each ensemble member (empty for a single scorer).
     pub fn member_records(&self) -> Vec<MemberRecord> {
         if !self.ensemble {

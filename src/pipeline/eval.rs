@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use crate::backbone::Backbone;
 use crate::backbone::Levels;
+use crate::data::image::Preprocess;
 use crate::data::split::stratified_folds;
 use crate::data::{Category, Layout, Sample, Split};
 use crate::error::{Error, Result};
@@ -191,11 +192,30 @@ pub struct EvalReport {
     pub seconds: f64,
 }
 
+/// What [`evaluate_keeping_inputs`] opened and computed that a review page reuses, so it need
+/// not run the network on every image again.
+pub struct EvalInputs {
+    pub backbone: Backbone,
+    pub preprocess: Preprocess,
+    /// Pooled features of the evaluation's levels: fit images first (`mvtec`), then the judged
+    /// images in the order of each run's samples.
+    pub features: FeatureSet,
+}
+
 pub fn evaluate(
     params: &EvalParams,
     runtime: &Runtime,
     progress: &dyn Progress,
 ) -> Result<EvalReport> {
+    evaluate_keeping_inputs(params, runtime, progress).map(|(report, _)| report)
+}
+
+/// [`evaluate`], also returning the opened backbone and the pooled features.
+pub fn evaluate_keeping_inputs(
+    params: &EvalParams,
+    runtime: &Runtime,
+    progress: &dyn Progress,
+) -> Result<(EvalReport, EvalInputs)> {
     let started = Instant::now();
     params.check()?;
     let category = Category::discover(&params.data_root, &params.category)?;
@@ -276,7 +296,7 @@ pub fn evaluate(
         )?],
     };
     let spread = if runs.len() > 1 { spreads(&runs) } else { BTreeMap::new() };
-    Ok(EvalReport {
+    let report = EvalReport {
         version: EVAL_FORMAT_VERSION,
         category: params.category.clone(),
         data_root: params.data_root.clone(),
@@ -297,7 +317,21 @@ pub fn evaluate(
         extracted_images: paths.len(),
         cache_hits,
         seconds: started.elapsed().as_secs_f64(),
-    })
+    };
+    // The review page maps images with fold Gaussians of pooled features: the scorer's own
+    // embeddings when it reads those, else the pooled features (a cache hit after a patch pass).
+    let features = match scorer {
+        Scorer::Embedded { embeddings: Embeddings::Pooled(features), .. } => features,
+        _ => {
+            let opened = embedder.primary();
+            runtime
+                .extractor(&opened.backbone, &opened.preprocess, &params.features.levels)?
+                .extract(&paths, OnBadImage::Stop, progress)?
+                .features
+        }
+    };
+    let opened = embedder.into_primary();
+    Ok((report, EvalInputs { backbone: opened.backbone, preprocess: opened.preprocess, features }))
 }
 
 fn cross_validate(

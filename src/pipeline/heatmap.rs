@@ -424,10 +424,13 @@ fn fit_map_model(
             let l = level.unwrap_or(7);
             feature_model(backbone, l, gaussian_of(l)?)
         }
-<<<<<<< HEAD
-        Method::Patch => {
-            MapModel::Patch(fit_patch_model(backbone, run, paths, runtime.batch_size, progress)?)
-        }
+        Method::Patch => MapModel::Patch(fit_patch_model(
+            backbone,
+            run,
+            paths,
+            runtime.batch_size_for(backbone.device()),
+            progress,
+        )?),
         Method::Subspace => unreachable!("handled above"),
         Method::Knn => {
             // A knn run's own settings, else the knn scorer's defaults.
@@ -444,15 +447,6 @@ fn fit_map_model(
                 extractor.extract_patches(paths, &levels, OnBadImage::Stop, progress)?;
             MapModel::Knn(params.fit_patches(&patches)?)
         }
-=======
-        Method::Patch => MapModel::Patch(fit_patch_model(
-            backbone,
-            run,
-            paths,
-            runtime.batch_size_for(backbone.device()),
-            progress,
-        )?),
->>>>>>> gpu
     };
     Ok((model, ImageScorer::Gaussians(image_gaussians)))
 }

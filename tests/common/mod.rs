@@ -29,7 +29,11 @@ impl Workspace {
 
     pub fn with_images(train_good: usize, test_good: usize, per_defect: usize) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let params = SynthParams { seed: 1, size: 96, train_good, test_good, per_defect };
+        // Plain data: these tests check the mechanics on defects that are plain to see. The
+        // default (knots, lighting, faint defects) is a realistic demo, not a smoke test: at a
+        // 64 px input with 16 training images even full-strength holes hide among the knots.
+        let params =
+            SynthParams { seed: 1, size: 96, train_good, test_good, per_defect, plain: true };
         generate(&dir.path().join("data"), "wood", &params).expect("synthetic data");
         Workspace { dir }
     }
