@@ -4,6 +4,7 @@
 pub mod eval;
 pub mod fit;
 pub mod heatmap;
+pub mod inspector;
 pub mod score;
 
 use std::path::{Path, PathBuf};
