@@ -11,6 +11,7 @@
 //! - [`model`]: the fitted model on disk.
 //! - [`pipeline`]: the verbs (`fit`, `score`) built from the stages.
 //! - [`report`]: writing outputs safely.
+//! - [`serve`]: the HTTP inspection service (`anodet serve`).
 
 pub mod backbone;
 pub mod data;
@@ -24,6 +25,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod report;
 pub mod rng;
+pub mod serve;
 pub mod threshold;
 
 pub use error::{Error, Result};
