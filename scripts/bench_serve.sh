@@ -9,13 +9,16 @@
 #     (must be 0) and the server's RSS sampled every 0.5 s over the run.
 # Usage: scripts/bench_serve.sh [DATA_DIR] [CATEGORY] [SECONDS]
 #        (default ../shared/data mvtec-bottle 20; SECONDS per wrk measurement)
+# Environment: BENCH_SOAK (requests of the reload run, default 10000, a multiple of 8),
+#              ANODET (the binary, default target/release/anodet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-../shared/data}
 category=${2:-mvtec-bottle}
 seconds=${3:-20}
 py=.venv/bin/python
-bin=$PWD/target/release/anodet
+bin=${ANODET:-$PWD/target/release/anodet}
+soak_total=${BENCH_SOAK:-10000}
 [ -x "$bin" ] || { echo "bench_serve: run scripts/setup.sh first" >&2; exit 2; }
 [ -d "$data/$category" ] || { echo "bench_serve: $data/$category not found" >&2; exit 2; }
 command -v wrk > /dev/null || apt-get install -y wrk > /dev/null || { echo "bench_serve: needs wrk (apt-get install wrk)" >&2; exit 2; }
@@ -101,11 +104,11 @@ rate() { calc "$(field requests "$1") / $(field seconds "$1")"; }
       awk '/VmRSS/ { print $2 / 1024 }' "/proc/$server/status" 2> /dev/null; sleep 0.5
   done > "$work/rss.txt" ) &
 sampler=$!
-BENCH_LIMIT=1250 wrk -t8 -c8 -d600s --timeout 10s -s "$work/post.lua" "$url" > "$work/soak.txt" 2>&1 &
+BENCH_LIMIT=$((soak_total / 8)) wrk -t8 -c8 -d600s --timeout 10s -s "$work/post.lua" "$url" > "$work/soak.txt" 2>&1 &
 soak=$!
 answered() { curl -sf "$url/metrics" | awk '/^anodet_http_requests_total\{route="\/v1\/score"/ { n += $2 } END { print n + 0 }'; }
 base=$(answered)
-while [ "$(answered)" -lt $((base + 5000)) ] && kill -0 $soak 2> /dev/null; do sleep 0.2; done
+while [ "$(answered)" -lt $((base + soak_total / 2)) ] && kill -0 $soak 2> /dev/null; do sleep 0.2; done
 reload=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$url/v1/reload")
 wait $soak
 kill $sampler 2> /dev/null || true
