@@ -59,7 +59,7 @@ done
 score_seconds=$(calc "($(now) - $start) / $n")
 
 # The server, and a wrk script that posts the parts in turn.
-ANODET_LOG=warn $bin serve --model "$work/run" --listen 127.0.0.1:0 > "$work/listen.txt" 2> "$work/serve.log" &
+ANODET_LOG=warn $bin serve --model "$work/run" --listen 127.0.0.1:0 --no-maps > "$work/listen.txt" 2> "$work/serve.log" &
 server=$!
 for _ in $(seq 600); do grep -q listening "$work/listen.txt" 2> /dev/null && break; sleep 0.1; done
 url=$(sed -n 's/^listening on //p' "$work/listen.txt")
