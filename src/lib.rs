@@ -13,6 +13,7 @@
 //! - [`model`]: the fitted model on disk.
 //! - [`pipeline`]: the verbs (`fit`, `score`) built from the stages.
 //! - [`report`]: writing outputs safely.
+//! - [`serve`]: the HTTP inspection service (`anodet serve`).
 
 pub mod backbone;
 pub mod data;
@@ -27,6 +28,7 @@ pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod scorer;
+pub mod serve;
 pub mod threshold;
 
 pub use error::{Error, Result};

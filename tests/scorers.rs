@@ -18,8 +18,19 @@ fn an_ensemble_fits_scores_and_evaluates() {
     let ws = Workspace::new();
     let stdout = ws
         .anodet(&[
-            "fit", "--category", "wood", "--scorer", "ensemble", "--member", "gaussian:6-8",
-            "--member", "knn:6,7", "--coreset", "0.5", "--out", "runs/e",
+            "fit",
+            "--category",
+            "wood",
+            "--scorer",
+            "ensemble",
+            "--member",
+            "gaussian:6-8",
+            "--member",
+            "knn:6,7",
+            "--coreset",
+            "0.5",
+            "--out",
+            "runs/e",
         ])
         .ok();
     assert!(stdout.contains("scorer ensemble"), "{stdout}");
@@ -42,8 +53,20 @@ fn an_ensemble_fits_scores_and_evaluates() {
 
     let stdout = ws
         .anodet(&[
-            "eval", "--category", "wood", "--data", "data", "--scorer", "ensemble", "--member",
-            "gaussian:7", "--member", "knn", "--json", "--out", "ev",
+            "eval",
+            "--category",
+            "wood",
+            "--data",
+            "data",
+            "--scorer",
+            "ensemble",
+            "--member",
+            "gaussian:7",
+            "--member",
+            "knn",
+            "--json",
+            "--out",
+            "ev",
         ])
         .ok();
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -59,7 +82,14 @@ fn a_one_member_ensemble_ranks_like_its_member() {
     let ws = Workspace::new();
     ws.anodet(&["fit", "--category", "wood", "--level", "7", "--out", "runs/g"]).ok();
     ws.anodet(&[
-        "fit", "--category", "wood", "--scorer", "ensemble", "--member", "gaussian:7", "--out",
+        "fit",
+        "--category",
+        "wood",
+        "--scorer",
+        "ensemble",
+        "--member",
+        "gaussian:7",
+        "--out",
         "runs/e",
     ])
     .ok();
@@ -91,8 +121,19 @@ fn hlac_subspace_fits_scores_evaluates_and_maps() {
     let ws = Workspace::new();
     let stdout = ws
         .anodet(&[
-            "fit", "--category", "wood", "--backbone", "hlac", "--scorer", "subspace", "--grid",
-            "3", "--size", "96", "--out", "runs/s",
+            "fit",
+            "--category",
+            "wood",
+            "--backbone",
+            "hlac",
+            "--scorer",
+            "subspace",
+            "--grid",
+            "3",
+            "--size",
+            "96",
+            "--out",
+            "runs/s",
         ])
         .ok();
     assert!(stdout.contains("scorer subspace"), "{stdout}");
@@ -107,8 +148,20 @@ fn hlac_subspace_fits_scores_evaluates_and_maps() {
     assert!(ws.path().join("runs/s/heatmap-subspace.json").is_file());
     let stdout = ws
         .anodet(&[
-            "eval", "--category", "wood", "--data", "data", "--backbone", "hlac", "--size", "96",
-            "--scorer", "subspace", "--json", "--out", "ev",
+            "eval",
+            "--category",
+            "wood",
+            "--data",
+            "data",
+            "--backbone",
+            "hlac",
+            "--size",
+            "96",
+            "--scorer",
+            "subspace",
+            "--json",
+            "--out",
+            "ev",
         ])
         .ok();
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();

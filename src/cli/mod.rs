@@ -7,6 +7,7 @@ pub mod heatmap;
 pub mod output;
 pub mod progress;
 pub mod score;
+pub mod serve;
 pub mod synth;
 
 use std::path::PathBuf;
@@ -61,6 +62,12 @@ pub enum Command {
         after_long_help = "EXAMPLES:\n  anodet synth --category wood\n  anodet synth --category wood2 --seed 7 --size 320\n\nEXIT STATUS:\n  0  the category was written\n  2  error; nothing was written"
     )]
     Synth(synth::SynthArgs),
+    /// Serve a run over HTTP for an inspection line: POST an image, get its score and verdict.
+    #[command(after_long_help = concat!(
+        "EXAMPLES:\n  anodet serve --model runs/wood\n  curl -s -H 'Content-Type: image/png' --data-binary @part.png http://127.0.0.1:8080/v1/score\n  anodet serve --listen 0.0.0.0:8080 --token-file /etc/anodet/token --max-batch 8\n\n",
+        "ROUTES: POST /v1/score (image body), POST /v1/score/batch (multipart), POST /v1/heatmap\n(PNG overlay), GET /v1/model, POST /v1/reload (or SIGHUP), GET /healthz, /readyz, /metrics.\nSIGTERM/SIGINT: finish the requests in flight, then exit 0.\n\n",
+        "EXIT STATUS:\n  0  stopped by SIGTERM/SIGINT after draining\n  2  error (bad flags, the run cannot be loaded, the address is taken)"))]
+    Serve(serve::ServeArgs),
 }
 
 /// Where the network runs and how it is fed.

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{output, progress::Bar, RuntimeArgs};
-use anodet::model::{self, RunModel};
+use anodet::model;
+use anodet::pipeline::inspector::Inspector;
 use anodet::pipeline::score::score;
 
 #[derive(Debug, Args)]
@@ -31,13 +32,13 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<i32> {
         Some(dir) => dir.clone(),
         None => model::latest(&super::runs_root())?,
     };
-    let run = RunModel::load(&model_dir)?;
+    let runtime = args.runtime.runtime();
+    let inspector = Inspector::load(&model_dir, &runtime)?;
     let outcome = score(
-        &run,
-        &model_dir,
+        &inspector,
         &args.images,
         args.threshold,
-        &args.runtime.runtime(),
+        runtime.batch_size_for(inspector.device()),
         &Bar::new(),
     )?;
     for image in &outcome.scored {

@@ -323,6 +323,68 @@ impl Extractor<'_> {
     }
 }
 
+/// What a scorer of `kind` reads for already-prepared images of one input size (score and serve
+/// from memory, without files or cache).
+pub fn embed_prepared(
+    backbone: &Backbone,
+    kind: EmbeddingKind,
+    levels: &Levels,
+    images: &[&PreparedImage],
+) -> Result<Embeddings> {
+    let paths = vec![PathBuf::new(); images.len()];
+    match kind {
+        EmbeddingKind::Pooled => Ok(Embeddings::Pooled(FeatureSet {
+            paths,
+            levels: levels.clone(),
+            per_level: backbone.pooled(images, levels)?,
+        })),
+        EmbeddingKind::Patches => {
+            let torch = backbone.as_torch().ok_or_else(|| {
+                Error::param("--scorer", "patch features need a CNN backbone (not hlac)")
+            })?;
+            let maps = torch.forward(&torch.batch_tensor(images)?)?;
+            let embedded = patches::patch_embedding(&maps, levels)?.to_device(tch::Device::Cpu);
+            let (h, w, dim) = (
+                embedded.size()[1] as usize,
+                embedded.size()[2] as usize,
+                embedded.size()[3] as usize,
+            );
+            let mut set = PatchSet::empty(levels.clone(), dim);
+            let values = Vec::<f32>::try_from(embedded.contiguous().view(-1))
+                .map_err(|e| Error::torch("patch features", e))?;
+            for (i, path) in paths.into_iter().enumerate() {
+                set.push(path, (h, w), &values[i * h * w * dim..(i + 1) * h * w * dim])?;
+            }
+            Ok(Embeddings::Patches(set))
+        }
+        EmbeddingKind::Cells { grid } => {
+            let Backbone::Hlac(hlac) = backbone else {
+                return Err(Error::param("--scorer", "grid cells are HLAC's positions"));
+            };
+            let dim: usize = levels.as_slice().iter().map(|&l| hlac.info().level_span(l).1).sum();
+            let mut set = PatchSet::empty(levels.clone(), dim);
+            for (image, path) in images.iter().zip(paths) {
+                let values: Vec<f32> = hlac
+                    .cell_features(image, grid)?
+                    .iter()
+                    .flat_map(|cell| {
+                        levels.as_slice().iter().flat_map(move |&level| {
+                            let (start, width) = hlac.info().level_span(level);
+                            cell[start..start + width].iter().copied()
+                        })
+                    })
+                    .collect();
+                set.push(path, (grid, grid), &values)?;
+            }
+            Ok(Embeddings::Patches(set))
+        }
+        EmbeddingKind::Members => Err(Error::param(
+            "--scorer",
+            "an ensemble's members are embedded by the pipeline, one backbone each",
+        )),
+    }
+}
+
 /// The preprocessing a backbone asks for, with optional size and aspect overrides.
 pub fn preprocess_for(info: &BackboneInfo, size: Option<InputSize>, aspect: Aspect) -> Preprocess {
     let native = InputSize { width: info.input_size[1], height: info.input_size[0] };

@@ -5,6 +5,7 @@ pub mod embed;
 pub mod eval;
 pub mod fit;
 pub mod heatmap;
+pub mod inspector;
 pub mod review;
 pub mod score;
 

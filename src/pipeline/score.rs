@@ -1,12 +1,14 @@
-//! `score`: score images with a fitted model and judge them against its threshold.
+//! `score`: score image files with an opened run and judge them against its threshold.
+//! Decoding the next batch (in parallel) overlaps the network's work on the current one.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::mpsc;
 
+use rayon::prelude::*;
+
+use crate::data::image::PreparedImage;
 use crate::error::{Error, Result};
-use crate::features::OnBadImage;
-use crate::model::RunModel;
-use crate::pipeline::embed::Embedder;
-use crate::pipeline::Runtime;
+use crate::pipeline::inspector::{prepare_bytes, Inspector};
 use crate::progress::Progress;
 
 /// One scored image.
@@ -24,33 +26,70 @@ pub struct ScoreOutcome {
     pub failures: Vec<Error>,
 }
 
-/// Scores `images` with `run` (loaded from `model_dir`); `threshold` overrides the model's.
+/// Scores `images` with `inspector`, `batch_size` images per forward pass; `threshold`
+/// overrides the run's.
 pub fn score(
-    run: &RunModel,
-    model_dir: &Path,
+    inspector: &Inspector,
     images: &[PathBuf],
     threshold: Option<f64>,
-    runtime: &Runtime,
+    batch_size: usize,
     progress: &dyn Progress,
 ) -> Result<ScoreOutcome> {
     if let Some(t) = threshold.filter(|t| !t.is_finite()) {
         return Err(Error::param("--threshold", format!("{t} is not a finite number")));
     }
-    let no_cache = Runtime { cache_root: None, ..runtime.clone() };
-    let embedder = Embedder::for_run(&no_cache, run, model_dir)?;
-    let (embeddings, failures, _) = embedder.embed(images, OnBadImage::Skip, progress)?;
-    let scores = run.scorer.score(&embeddings)?;
-    let threshold = threshold.unwrap_or(run.meta.threshold.value);
-    let scored = embeddings
-        .paths()
-        .iter()
-        .zip(scores.iter())
-        .map(|(path, &score)| ScoredImage {
-            path: path.clone(),
-            score,
-            threshold,
-            anomalous: score > threshold,
-        })
-        .collect();
-    Ok(ScoreOutcome { scored, failures })
+    if batch_size == 0 {
+        return Err(Error::param("--batch", "must be at least 1"));
+    }
+    let threshold = threshold.unwrap_or(inspector.threshold());
+    let preprocess = inspector.preprocess().clone();
+    progress.start(images.len() as u64, "scoring");
+    let (sender, receiver) = mpsc::sync_channel::<Vec<(PathBuf, Result<PreparedImage>)>>(2);
+    let outcome = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for chunk in images.chunks(batch_size) {
+                let decoded = chunk
+                    .par_iter()
+                    .map(|path| {
+                        let prepared = std::fs::read(path)
+                            .map_err(|e| Error::io(path, e))
+                            .and_then(|bytes| prepare_bytes(&preprocess, path, bytes))
+                            .map(|(_, prepared)| prepared);
+                        (path.clone(), prepared)
+                    })
+                    .collect();
+                if sender.send(decoded).is_err() {
+                    break; // the network side stopped (an error): stop decoding
+                }
+            }
+        });
+        let mut outcome = ScoreOutcome { scored: Vec::new(), failures: Vec::new() };
+        for decoded in receiver {
+            let count = decoded.len() as u64;
+            let mut paths = Vec::new();
+            let mut prepared = Vec::new();
+            for (path, result) in decoded {
+                match result {
+                    Ok(image) => {
+                        paths.push(path);
+                        prepared.push(image);
+                    }
+                    Err(error) => outcome.failures.push(error),
+                }
+            }
+            let refs: Vec<&PreparedImage> = prepared.iter().collect();
+            for (path, score) in paths.into_iter().zip(inspector.score(&refs)?) {
+                outcome.scored.push(ScoredImage {
+                    path,
+                    score,
+                    threshold,
+                    anomalous: score > threshold,
+                });
+            }
+            progress.advance(count);
+        }
+        Ok(outcome)
+    });
+    progress.finish();
+    outcome
 }
