@@ -103,6 +103,9 @@ type Decoded = Vec<(usize, Result<Item>)>;
 /// Images waiting for the network, grouped by input size: (index, image, content hash).
 type SizeGroups = BTreeMap<(u32, u32), Vec<(usize, PreparedImage, String)>>;
 
+/// Computes one row per image of a same-sized group (given the images' content hashes).
+type RowCompute<'a> = dyn Fn(&[&PreparedImage], &[&str]) -> Result<Vec<Vec<f32>>> + 'a;
+
 /// Rows computed per image (by input index), the errors of unreadable images, cache hits.
 type Rows = (Vec<(usize, Vec<f32>)>, Vec<Error>, usize);
 
@@ -245,7 +248,7 @@ impl Extractor<'_> {
         policy: OnBadImage,
         progress: &dyn Progress,
         cache: Option<&FeatureCache>,
-        compute: &dyn Fn(&[&PreparedImage], &[&str]) -> Result<Vec<Vec<f32>>>,
+        compute: &RowCompute,
     ) -> Result<Rows> {
         if self.batch_size == 0 {
             return Err(Error::param("--batch", "must be at least 1"));

@@ -430,6 +430,7 @@ mod tests {
             precision: "fp32".into(),
             levels: Levels::new(vec![7]).unwrap(),
             input: "224".into(),
+            scorer: crate::scorer::ScorerSpec::Gaussian,
             folds: 3,
             images: 40,
             good_images: 30,

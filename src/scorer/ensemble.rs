@@ -5,7 +5,10 @@
 //!
 //! Standardising puts a Mahalanobis sum and a patch distance on one scale, without labels.
 
-use super::{Embeddings, FittedScorer, PositionMap, Scorer, ScorerSpec, StoredTensor, TensorData};
+use super::{
+    Embeddings, FittedScorer, PositionMap, ReadF64Shaped, ReadWithShape, Scorer, ScorerSpec,
+    StoredTensor, TensorData,
+};
 use crate::backbone::Levels;
 use crate::error::{Error, Result};
 use crate::threshold::cross_fitted_with;
@@ -199,9 +202,9 @@ impl FittedScorer for EnsembleModel {
 /// Readers of a run's stored tensors by name: float64 with an expected shape, float32 and
 /// float64 with their stored shape.
 pub struct TensorReaders<'a> {
-    pub f64_shaped: &'a dyn Fn(&str, &[usize]) -> Result<Vec<f64>>,
-    pub f32_any: &'a dyn Fn(&str) -> Result<(Vec<usize>, Vec<f32>)>,
-    pub f64_any: &'a dyn Fn(&str) -> Result<(Vec<usize>, Vec<f64>)>,
+    pub f64_shaped: &'a ReadF64Shaped<'a>,
+    pub f32_any: &'a ReadWithShape<'a, f32>,
+    pub f64_any: &'a ReadWithShape<'a, f64>,
 }
 
 /// Rebuilds a fitted ensemble from its stored members.

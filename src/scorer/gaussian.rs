@@ -63,7 +63,7 @@ impl FittedScorer for MultiLevelGaussian {
 pub fn load(
     levels: &Levels,
     facts: &[(usize, f64, usize)],
-    read: &dyn Fn(&str, &[usize]) -> Result<Vec<f64>>,
+    read: &super::ReadF64Shaped,
 ) -> Result<MultiLevelGaussian> {
     if facts.len() != levels.as_slice().len() {
         return Err(Error::numeric("model", "the Gaussians do not match the levels"));

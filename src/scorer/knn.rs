@@ -275,7 +275,7 @@ pub const BANK_TENSOR: &str = "knn.bank";
 pub fn load(
     params: &KnnParams,
     levels: &Levels,
-    read: &dyn Fn(&str) -> Result<(Vec<usize>, Vec<f32>)>,
+    read: &super::ReadWithShape<f32>,
 ) -> Result<KnnModel> {
     params.check()?;
     let (shape, values) = read(BANK_TENSOR)?;

@@ -151,6 +151,11 @@ pub trait Scorer {
     fn fit(&self, good: &Embeddings) -> Result<Box<dyn FittedScorer>>;
 }
 
+/// Reads a stored float64 tensor by name, checking it has the expected shape.
+pub type ReadF64Shaped<'a> = dyn Fn(&str, &[usize]) -> Result<Vec<f64>> + 'a;
+/// Reads a stored tensor by name, with its shape.
+pub type ReadWithShape<'a, T> = dyn Fn(&str) -> Result<(Vec<usize>, Vec<T>)> + 'a;
+
 /// A tensor of a fitted scorer, for the run's safetensors file.
 #[derive(Debug, Clone)]
 pub struct StoredTensor {

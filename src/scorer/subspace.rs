@@ -233,7 +233,7 @@ impl FittedScorer for SubspaceModel {
 pub fn load(
     params: &SubspaceParams,
     levels: &Levels,
-    read: &dyn Fn(&str) -> Result<(Vec<usize>, Vec<f64>)>,
+    read: &super::ReadWithShape<f64>,
 ) -> Result<SubspaceModel> {
     params.check()?;
     let damaged = || Error::numeric("subspace model", "the stored subspace is damaged");
