@@ -13,6 +13,20 @@ use crate::error::{Error, Result};
 use crate::features::{FeatureSet, PatchSet};
 use crate::progress::Progress;
 
+/// The values of `levels` of one image's cells (each cell all nine HLAC levels), concatenated
+/// cell by cell: the positions of a cell grid.
+pub fn cell_values(hlac: &Hlac, cells: &[Vec<f32>], levels: &Levels) -> Vec<f32> {
+    cells
+        .iter()
+        .flat_map(|cell| {
+            levels.as_slice().iter().flat_map(move |&level| {
+                let (start, width) = hlac.info().level_span(level);
+                cell[start..start + width].iter().copied()
+            })
+        })
+        .collect()
+}
+
 /// HLAC features of the chosen levels per grid cell, as patch features on a `grid × grid` grid
 /// (for scorers that read positions: subspace, knn).
 pub fn hlac_cell_patches(
@@ -30,15 +44,7 @@ pub fn hlac_cell_patches(
         .map(|path| {
             let cells = hlac.cell_features(&preprocess.prepare(path)?, grid)?;
             progress.advance(1);
-            Ok(cells
-                .iter()
-                .flat_map(|cell| {
-                    levels.as_slice().iter().flat_map(move |&level| {
-                        let (start, width) = hlac.info().level_span(level);
-                        cell[start..start + width].iter().copied()
-                    })
-                })
-                .collect())
+            Ok(cell_values(hlac, &cells, levels))
         })
         .collect::<Result<Vec<_>>>()?;
     progress.finish();

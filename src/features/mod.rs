@@ -367,16 +367,7 @@ pub fn embed_prepared(
             let dim: usize = levels.as_slice().iter().map(|&l| hlac.info().level_span(l).1).sum();
             let mut set = PatchSet::empty(levels.clone(), dim);
             for (image, path) in images.iter().zip(paths) {
-                let values: Vec<f32> = hlac
-                    .cell_features(image, grid)?
-                    .iter()
-                    .flat_map(|cell| {
-                        levels.as_slice().iter().flat_map(move |&level| {
-                            let (start, width) = hlac.info().level_span(level);
-                            cell[start..start + width].iter().copied()
-                        })
-                    })
-                    .collect();
+                let values = cells::cell_values(hlac, &hlac.cell_features(image, grid)?, levels);
                 set.push(path, (grid, grid), &values)?;
             }
             Ok(Embeddings::Patches(set))

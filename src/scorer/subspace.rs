@@ -132,16 +132,8 @@ impl SubspaceModel {
         let grid = self.params.grid;
         let mut set = PatchSet::empty(self.levels.clone(), self.dim());
         for image in images {
-            let values: Vec<f32> = hlac
-                .cell_features(image, grid)?
-                .iter()
-                .flat_map(|cell| {
-                    self.levels.as_slice().iter().flat_map(move |&level| {
-                        let (start, width) = hlac.info().level_span(level);
-                        cell[start..start + width].iter().copied()
-                    })
-                })
-                .collect();
+            let cells = hlac.cell_features(image, grid)?;
+            let values = crate::features::cells::cell_values(hlac, &cells, &self.levels);
             set.push(std::path::PathBuf::new(), (grid, grid), &values)?;
         }
         Ok(Embeddings::Patches(set))
