@@ -513,9 +513,11 @@ async fn a_full_queue_answers_503_with_retry_after() {
         None,
     )
     .await;
-    // A large image keeps the network busy for a while.
+    // A large image keeps the network busy for a while; a compressible one keeps the body small
+    // (a few KB), so each client has sent it whole before a 503 can arrive and close the
+    // connection (a 3 MB body would meet a broken pipe instead of the answer).
     let large = image::RgbImage::from_fn(1024, 1024, |x, y| {
-        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8])
+        image::Rgb([(x / 64) as u8 * 13, (y / 64) as u8 * 11, ((x / 128) * (y / 128)) as u8])
     });
     let mut png = Vec::new();
     large.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();

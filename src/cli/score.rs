@@ -6,8 +6,7 @@ use clap::Args;
 
 use super::{output, progress::Bar, RuntimeArgs};
 use anodet::model;
-use anodet::pipeline::inspector::Inspector;
-use anodet::pipeline::score::score;
+use anodet::pipeline::score::score_run;
 
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
@@ -33,14 +32,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<i32> {
         None => model::latest(&super::runs_root())?,
     };
     let runtime = args.runtime.runtime();
-    let inspector = Inspector::load(&model_dir, &runtime)?;
-    let outcome = score(
-        &inspector,
-        &args.images,
-        args.threshold,
-        runtime.batch_size_for(inspector.device()),
-        &Bar::new(),
-    )?;
+    let outcome = score_run(&model_dir, &args.images, args.threshold, &runtime, &Bar::new())?;
     for image in &outcome.scored {
         if args.json {
             output::line(&serde_json::to_string(image)?)?;

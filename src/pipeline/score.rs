@@ -93,3 +93,42 @@ pub fn score(
     progress.finish();
     outcome
 }
+
+/// Scores image files with the run in `model_dir`: through an [`Inspector`] (the path `serve`
+/// shares), or, for an ensemble, whose members may each read another backbone at another input
+/// size, through the pipeline's embedder (one extraction per member backbone).
+pub fn score_run(
+    model_dir: &std::path::Path,
+    images: &[PathBuf],
+    threshold: Option<f64>,
+    runtime: &crate::pipeline::Runtime,
+    progress: &dyn Progress,
+) -> Result<ScoreOutcome> {
+    let run = crate::model::RunModel::load(model_dir)?;
+    if run.meta.scorer.embedding() != crate::features::EmbeddingKind::Members {
+        let inspector = Inspector::load(model_dir, runtime)?;
+        let batch_size = runtime.batch_size_for(inspector.device());
+        return score(&inspector, images, threshold, batch_size, progress);
+    }
+    if let Some(t) = threshold.filter(|t| !t.is_finite()) {
+        return Err(Error::param("--threshold", format!("{t} is not a finite number")));
+    }
+    let no_cache = crate::pipeline::Runtime { cache_root: None, ..runtime.clone() };
+    let embedder = crate::pipeline::embed::Embedder::for_run(&no_cache, &run, model_dir)?;
+    let (embeddings, failures, _) =
+        embedder.embed(images, crate::features::OnBadImage::Skip, progress)?;
+    let scores = run.scorer.score(&embeddings)?;
+    let threshold = threshold.unwrap_or(run.meta.threshold.value);
+    let scored = embeddings
+        .paths()
+        .iter()
+        .zip(scores)
+        .map(|(path, score)| ScoredImage {
+            path: path.clone(),
+            score,
+            threshold,
+            anomalous: score > threshold,
+        })
+        .collect();
+    Ok(ScoreOutcome { scored, failures })
+}
