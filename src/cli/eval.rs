@@ -127,7 +127,7 @@ fn latest_fit(runs_root: &std::path::Path) -> Option<(String, PathBuf)> {
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC (civil-from-days, so no date crate is needed).
-fn utc_timestamp() -> String {
+pub fn utc_timestamp() -> String {
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

@@ -8,6 +8,7 @@ pub mod output;
 pub mod progress;
 pub mod score;
 pub mod synth;
+pub mod tune;
 
 use std::path::PathBuf;
 
@@ -61,6 +62,9 @@ pub enum Command {
         after_long_help = "EXAMPLES:\n  anodet synth --category wood\n  anodet synth --category wood2 --seed 7 --size 320\n\nEXIT STATUS:\n  0  the category was written\n  2  error; nothing was written"
     )]
     Synth(synth::SynthArgs),
+    /// Choose the pipeline for a category by nested cross-validation (also without defects).
+    #[command(after_long_help = tune::LONG_HELP)]
+    Tune(tune::TuneArgs),
 }
 
 /// Where the network runs and how it is fed.

@@ -142,12 +142,14 @@ fn wood(size: u32, rng: &mut Rng) -> RgbImage {
     })
 }
 
-/// Paints one defect of the given type and returns its mask (255 = defect).
-fn paint_defect(image: &mut RgbImage, defect: &str, rng: &mut Rng) -> GrayImage {
+/// Paints one defect of the given type (`scratch`, `hole`, else a stain) and returns its mask
+/// (255 = defect); pixels outside the mask are left as they were. Sizes follow the image's
+/// width; the position is drawn within the central half of each side.
+pub(crate) fn paint_defect(image: &mut RgbImage, defect: &str, rng: &mut Rng) -> GrayImage {
     let size = image.width();
     let s = size as f64;
-    let mut mask = GrayImage::new(size, size);
-    let (px, py) = (rng.range(0.25, 0.75) * s, rng.range(0.25, 0.75) * s);
+    let mut mask = GrayImage::new(image.width(), image.height());
+    let (px, py) = (rng.range(0.25, 0.75) * s, rng.range(0.25, 0.75) * image.height() as f64);
     match defect {
         "scratch" => {
             let length = rng.range(0.25, 0.55) * s;

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod fit;
 pub mod heatmap;
 pub mod score;
+pub mod tune;
 
 use std::path::{Path, PathBuf};
 
