@@ -230,7 +230,7 @@ fn render(report: &TuneReport, out: &std::path::Path) -> Vec<String> {
     lines.push(String::new());
     lines.push(format!(
         "{:>3}  {:<52} {:>17} {:>17} {:>9} {:>8}",
-        "#", "candidate", "inner AUROC", "inner honest F1", "own CV", "seconds"
+        "#", "candidate", "inner AUROC", "inner honest F1", "own CV", "fit s"
     ));
     for c in &report.candidates {
         let spread = |s: Option<tune::MeanSpread>| {
@@ -243,7 +243,7 @@ fn render(report: &TuneReport, out: &std::path::Path) -> Vec<String> {
             spread(c.inner_auc_spread),
             spread(c.inner_honest_f1_spread),
             figure(c.cv_auc),
-            c.network_seconds + c.fit_score_seconds,
+            c.fit_score_seconds,
             if c.index == report.chosen { "  ← final choice" } else { "" }
         ));
     }

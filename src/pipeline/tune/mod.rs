@@ -693,8 +693,9 @@ pub fn tune(
                     candidate: r.index,
                     paths: inner_paths[r.index][fold].clone(),
                 });
-                let speed = r.fit_score_seconds + r.network_seconds;
-                (r.index, (r.inner_auc[fold], r.inner_honest_f1[fold], speed))
+                // Speed: fits and scoring only. The network pass is paid once per backbone and
+                // input (the first candidate reading them pays it; the others hit the cache).
+                (r.index, (r.inner_auc[fold], r.inner_honest_f1[fold], r.fit_score_seconds))
             })
             .collect();
         let chosen = best(&keys);
@@ -752,7 +753,7 @@ pub fn tune(
     // The final choice: ranked on all images.
     let keys: Vec<(usize, (Option<f64>, Option<f64>, f64))> = results
         .iter()
-        .map(|r| (r.index, (r.cv_auc, r.cv_honest_f1, r.fit_score_seconds + r.network_seconds)))
+        .map(|r| (r.index, (r.cv_auc, r.cv_honest_f1, r.fit_score_seconds)))
         .collect();
     let chosen = best(&keys);
     let chosen_candidate = results[chosen].candidate.clone();
