@@ -410,8 +410,11 @@ impl TuneReport {
     }
 }
 
+/// AUROC, honest F1, fit-and-score seconds.
+type RankKey = (Option<f64>, Option<f64>, f64);
+
 /// Ranking key: AUROC (higher), honest F1 (higher), seconds (lower). Undefined figures rank last.
-fn better(a: (Option<f64>, Option<f64>, f64), b: (Option<f64>, Option<f64>, f64)) -> bool {
+fn better(a: RankKey, b: RankKey) -> bool {
     let key = |v: Option<f64>| v.unwrap_or(f64::NEG_INFINITY);
     let (a_auc, b_auc) = (key(a.0), key(b.0));
     if (a_auc - b_auc).abs() > 1e-12 {
@@ -424,7 +427,7 @@ fn better(a: (Option<f64>, Option<f64>, f64), b: (Option<f64>, Option<f64>, f64)
     a.2 < b.2
 }
 
-fn best(keys: &[(usize, (Option<f64>, Option<f64>, f64))]) -> usize {
+fn best(keys: &[(usize, RankKey)]) -> usize {
     let mut chosen = keys[0];
     for &entry in &keys[1..] {
         if better(entry.1, chosen.1) {
@@ -683,8 +686,9 @@ pub fn tune(
     let mut outer_scores = vec![0.0; n];
     let mut outer_folds = Vec::new();
     let mut fold_results = Vec::new();
+    #[allow(clippy::needless_range_loop)] // `fold` also selects outer images, not one vector
     for fold in 0..params.folds {
-        let keys: Vec<(usize, (Option<f64>, Option<f64>, f64))> = results
+        let keys: Vec<(usize, RankKey)> = results
             .iter()
             .map(|r| {
                 hooks.seen(&Seen {
@@ -751,7 +755,7 @@ pub fn tune(
     }
 
     // The final choice: ranked on all images.
-    let keys: Vec<(usize, (Option<f64>, Option<f64>, f64))> = results
+    let keys: Vec<(usize, RankKey)> = results
         .iter()
         .map(|r| (r.index, (r.cv_auc, r.cv_honest_f1, r.fit_score_seconds)))
         .collect();
