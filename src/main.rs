@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::Features(args) => cli::features::run(args),
         Command::Synth(args) => cli::synth::run(args),
         Command::Serve(args) => cli::serve::run(args),
+        Command::Tune(args) => cli::tune::run(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code as u8),

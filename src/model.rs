@@ -81,6 +81,21 @@ pub struct ModelMeta {
     /// An ensemble's members, in the order of its settings (empty for other scorers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberRecord>,
+    /// Set when the pipeline was chosen by `anodet tune` (`fit --tuned`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuned: Option<TunedFrom>,
+}
+
+/// How a run's pipeline came from `anodet tune`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TunedFrom {
+    pub tune_json: PathBuf,
+    /// The chosen candidate, as tune names it.
+    pub candidate: String,
+    /// The tune's nested (outer-fold) AUROC: what to expect on new parts.
+    pub outer_auc: Option<f64>,
+    /// True when the choice was made with synthetic defects.
+    pub synthetic_defects: bool,
 }
 
 /// A fitted model: metadata and the fitted scorer.

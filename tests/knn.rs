@@ -44,6 +44,7 @@ fn a_knn_run_survives_save_and_load_and_scores_identically() {
         threshold: QuantileThreshold::default(),
         out: ws.path().join("runs/knn"),
         runs_root: ws.path().join("runs"),
+        tuned: None,
     };
     let runtime = runtime();
     let report = fit(&params, &runtime, &Silent).unwrap();

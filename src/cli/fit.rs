@@ -26,6 +26,10 @@ pub struct FitArgs {
     /// Seed of the cross-fitting folds behind the threshold.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Fit exactly the pipeline `anodet tune` chose: DIR is the tune's output folder (or its
+    /// tune.json). Replaces --backbone, --levels, --scorer and their settings, --size, --aspect.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["backbone", "level", "levels", "size", "aspect", "scorer", "members", "coreset", "border", "grid", "variance"])]
+    pub tuned: Option<PathBuf>,
     /// Print the fit report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -48,11 +52,19 @@ pub fn run(args: FitArgs) -> anyhow::Result<i32> {
             "with the Gaussian, --grid is eval's HLAC patch mode; fit cells with --scorer subspace",
         ));
     }
+    let (features, scorer, tuned) = match &args.tuned {
+        Some(dir) => {
+            let (candidate, from) = anodet::pipeline::tune::load_choice(dir, &args.category)?;
+            (candidate.features(), candidate.scorer.clone(), Some(from))
+        }
+        None => (args.features.spec(&scorer), scorer, None),
+    };
     let params = FitParams {
         data_root: args.data.clone(),
         category: args.category.clone(),
-        features: args.features.spec(&scorer),
+        features,
         scorer,
+        tuned,
         threshold: QuantileThreshold {
             quantile: args.threshold_quantile,
             folds: 5,
@@ -78,6 +90,15 @@ pub fn run(args: FitArgs) -> anyhow::Result<i32> {
             report.precision,
             report.seconds
         ))?;
+        if let Some(from) = &params.tuned {
+            output::line(&format!(
+                "pipeline chosen by tune ({}): {}; its nested AUROC {} is what to expect on new parts{}",
+                from.tune_json.display(),
+                from.candidate,
+                from.outer_auc.map_or_else(|| "(undefined)".into(), |a| format!("{a:.4}")),
+                if from.synthetic_defects { " (chosen with synthetic defects)" } else { "" }
+            ))?;
+        }
         if let (Some(rows), Some(mb)) = (report.bank_rows, report.bank_mb) {
             output::line(&format!("memory bank: {rows} positions, {mb:.1} MB"))?;
         }

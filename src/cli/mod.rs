@@ -9,6 +9,7 @@ pub mod progress;
 pub mod score;
 pub mod serve;
 pub mod synth;
+pub mod tune;
 
 use std::path::PathBuf;
 
@@ -68,6 +69,9 @@ pub enum Command {
         "ROUTES: POST /v1/score (image body), POST /v1/score/batch (multipart), POST /v1/heatmap\n(PNG overlay), GET /v1/model, POST /v1/reload (or SIGHUP), GET /healthz, /readyz, /metrics.\nSIGTERM/SIGINT: finish the requests in flight, then exit 0.\n\n",
         "EXIT STATUS:\n  0  stopped by SIGTERM/SIGINT after draining\n  2  error (bad flags, the run cannot be loaded, the address is taken)"))]
     Serve(serve::ServeArgs),
+    /// Choose the pipeline for a category by nested cross-validation (also without defects).
+    #[command(after_long_help = tune::LONG_HELP)]
+    Tune(tune::TuneArgs),
 }
 
 /// Where the network runs and how it is fed.

@@ -268,13 +268,20 @@ fn pixel_noise(seed: u64, x: u32, y: u32) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
 }
 
-/// Paints one defect of the given type and returns its mask (255 = defect). Defects come in
-/// graded strength, from faint (thin, small, low contrast) to plain, so some are hard to see.
-fn paint_defect(image: &mut RgbImage, defect: &str, plain: bool, rng: &mut Rng) -> GrayImage {
+/// Paints one defect of the given type (`scratch`, `hole`, else a stain) and returns its mask
+/// (255 = defect); pixels outside the mask are left as they were. Defects come in graded strength,
+/// from faint (thin, small, low contrast) to plain, so some are hard to see; `plain` paints every
+/// one at full strength. Sizes follow the image's width, so non-square images work too.
+pub(crate) fn paint_defect(
+    image: &mut RgbImage,
+    defect: &str,
+    plain: bool,
+    rng: &mut Rng,
+) -> GrayImage {
     let size = image.width();
     let s = size as f64;
-    let mut mask = GrayImage::new(size, size);
-    let (px, py) = (rng.range(0.2, 0.8) * s, rng.range(0.2, 0.8) * s);
+    let mut mask = GrayImage::new(image.width(), image.height());
+    let (px, py) = (rng.range(0.2, 0.8) * s, rng.range(0.2, 0.8) * image.height() as f64);
     // 0 = faintest, 1 = plainest; one defect in nine is below 1/3, one in four below 1/2.
     let graded = rng.unit().sqrt();
     let strength = if plain { 1.0 } else { graded };

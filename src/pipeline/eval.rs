@@ -334,7 +334,7 @@ pub fn evaluate_keeping_inputs(
     Ok((report, EvalInputs { backbone: opened.backbone, preprocess: opened.preprocess, features }))
 }
 
-fn cross_validate(
+pub(crate) fn cross_validate(
     samples: &[&Sample],
     scorer: &Scorer,
     images: &[usize],
@@ -370,6 +370,21 @@ fn cross_validate(
             training_scores,
         });
     }
+    judge_folds(samples, scores, labels, &assignment, folds, seed, fold_results)
+}
+
+/// The figures of out-of-fold `scores` (one per sample; `assignment` gives each sample's fold):
+/// AUC, summaries, the oracle threshold and the honest one (each fold judged at the threshold
+/// that is F1-optimal on the other folds' scores).
+pub(crate) fn judge_folds(
+    samples: &[&Sample],
+    scores: Vec<f64>,
+    labels: &[bool],
+    assignment: &[usize],
+    folds: usize,
+    seed: u64,
+    fold_results: Vec<FoldResult>,
+) -> Result<RunMetrics> {
     // Honest: each fold judged at the threshold that is F1-optimal on the other folds' scores.
     let mut honest_confusion = Confusion::default();
     let mut honest_thresholds = Vec::new();
@@ -399,7 +414,7 @@ fn cross_validate(
     let scored = samples
         .iter()
         .zip(&scores)
-        .zip(&assignment)
+        .zip(assignment)
         .map(|((s, &score), &fold)| ScoredSample {
             path: s.path.clone(),
             defect_type: s.defect_type.clone(),
@@ -469,7 +484,7 @@ fn fold_too_small(fold: usize, images: usize) -> Error {
 }
 
 /// Fits on some images and scores others, by image index into the extracted set.
-enum Scorer {
+pub(crate) enum Scorer {
     /// The run's scorer on what it reads.
     Embedded { embeddings: Embeddings, spec: ScorerSpec },
     /// HLAC grid mode: `cells` rows per image (grid cells); one Gaussian for all cells; an image
@@ -482,7 +497,7 @@ enum Scorer {
 
 impl Scorer {
     /// Fits on `training` images, then scores each list of `targets`.
-    fn fit_score<const N: usize>(
+    pub(crate) fn fit_score<const N: usize>(
         &self,
         training: &[usize],
         targets: [&[usize]; N],

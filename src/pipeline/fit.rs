@@ -28,6 +28,8 @@ pub struct FitParams {
     pub out: PathBuf,
     /// Where `latest` is recorded.
     pub runs_root: PathBuf,
+    /// Set when the pipeline comes from `anodet tune` (recorded in `model.json`).
+    pub tuned: Option<model::TunedFrom>,
 }
 
 /// The outcome of a fit.
@@ -122,6 +124,7 @@ pub fn fit(params: &FitParams, runtime: &Runtime, progress: &dyn Progress) -> Re
             })
             .unwrap_or_default(),
         members: embedder.member_records(),
+        tuned: params.tuned.clone(),
     };
     let (bank_rows, bank_mb) = match fitted.knn() {
         Some(knn) => (Some(knn.bank_rows()), Some(knn.bank_bytes() as f64 / 1e6)),

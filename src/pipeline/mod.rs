@@ -8,6 +8,7 @@ pub mod heatmap;
 pub mod inspector;
 pub mod review;
 pub mod score;
+pub mod tune;
 
 use std::path::{Path, PathBuf};
 

@@ -52,13 +52,16 @@ impl Workspace {
         let mut command = Command::new(env!("CARGO_BIN_EXE_anodet"));
         command.current_dir(self.path()).args(args);
         let verb = args.first().copied().unwrap_or("");
-        if ["fit", "score", "eval", "heatmap", "features"].contains(&verb) {
+        if ["fit", "score", "eval", "heatmap", "features", "tune"].contains(&verb) {
             if !args.contains(&"--models") {
                 command.arg("--models").arg(models_dir());
             }
             command.args(["--device", "cpu"]);
         }
-        if ["fit", "eval"].contains(&verb) && !args.contains(&"--size") {
+        if ["fit", "eval", "tune"].contains(&verb)
+            && !args.contains(&"--size")
+            && !args.contains(&"--tuned")
+        {
             command.args(["--size", "64"]);
         }
         Run(command.output().expect("run anodet"))
