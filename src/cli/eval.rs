@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 
 use super::{output, progress::Bar, CacheArgs, FeatureArgs, RuntimeArgs, ScorerArgs};
 use anodet::model::{self, RunModel};
-use anodet::pipeline::eval::{evaluate_keeping_inputs, EvalParams, Protocol};
+use anodet::pipeline::eval::{evaluate, evaluate_keeping_inputs, EvalParams, Protocol};
 use anodet::pipeline::review::{write_eval_review, REPORT_HTML};
 use anodet::report::{self, atomic::StagingDir};
 use anodet::threshold::QuantileThreshold;
@@ -98,24 +98,27 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
     });
     // Claim the output folder first: an unwritable one fails before the long work.
     let staging = StagingDir::new(&out)?;
-    let (report, inputs) =
-        evaluate_keeping_inputs(&params, &args.cache.with(args.runtime.runtime()), &Bar::new())?;
+    let runtime = args.cache.with(args.runtime.runtime());
+    // Without the review page no pooled features are extracted for its maps.
+    let (report, inputs) = if args.no_report {
+        (evaluate(&params, &runtime, &Bar::new())?, None)
+    } else {
+        let (report, inputs) = evaluate_keeping_inputs(&params, &runtime, &Bar::new())?;
+        (report, Some(inputs))
+    };
     if let Some(run) = report.runs.first() {
         report::csv::write_scores(&staging.path().join("scores.csv"), run)?;
     }
     report::atomic::write_json(&staging.path().join("metrics.json"), &report)?;
     report::plots::write_all(staging.path(), &report)?;
-    if !args.no_report {
+    if let Some(inputs) = &inputs {
         let scorer = match params.grid {
             Some(n) => format!(
                 "HLAC patch mode: {n}×{n} cells, one shared Gaussian, image score = highest cell"
             ),
-            None => {
-                "Gaussian (Ledoit-Wolf) per level; score = Mahalanobis distance, summed over levels"
-                    .into()
-            }
+            None => format!("{}: {}", params.scorer.name(), params.scorer.description()),
         };
-        write_eval_review(&report, &inputs, &scorer, staging.path(), &Bar::new())?;
+        write_eval_review(&report, inputs, &scorer, staging.path(), &Bar::new())?;
     }
     drop(inputs);
     let out = staging.commit()?;

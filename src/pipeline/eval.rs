@@ -207,15 +207,29 @@ pub fn evaluate(
     runtime: &Runtime,
     progress: &dyn Progress,
 ) -> Result<EvalReport> {
-    evaluate_keeping_inputs(params, runtime, progress).map(|(report, _)| report)
+    run_evaluation(params, runtime, progress, false).map(|(report, _)| report)
 }
 
-/// [`evaluate`], also returning the opened backbone and the pooled features.
+/// [`evaluate`], also returning the opened backbone and the pooled features (for the review
+/// page).
 pub fn evaluate_keeping_inputs(
     params: &EvalParams,
     runtime: &Runtime,
     progress: &dyn Progress,
 ) -> Result<(EvalReport, EvalInputs)> {
+    let (report, inputs) = run_evaluation(params, runtime, progress, true)?;
+    let inputs = inputs.ok_or_else(|| Error::numeric("eval", "review inputs were not kept"))?;
+    Ok((report, inputs))
+}
+
+/// The evaluation; with `keep_inputs`, also what the review page reuses. Without it no pooled
+/// features are extracted beyond what the scorer reads.
+fn run_evaluation(
+    params: &EvalParams,
+    runtime: &Runtime,
+    progress: &dyn Progress,
+    keep_inputs: bool,
+) -> Result<(EvalReport, Option<EvalInputs>)> {
     let started = Instant::now();
     params.check()?;
     let category = Category::discover(&params.data_root, &params.category)?;
@@ -318,6 +332,9 @@ pub fn evaluate_keeping_inputs(
         cache_hits,
         seconds: started.elapsed().as_secs_f64(),
     };
+    if !keep_inputs {
+        return Ok((report, None));
+    }
     // The review page maps images with fold Gaussians of pooled features: the scorer's own
     // embeddings when it reads those, else the pooled features (a cache hit after a patch pass).
     let features = match scorer {
@@ -331,7 +348,10 @@ pub fn evaluate_keeping_inputs(
         }
     };
     let opened = embedder.into_primary();
-    Ok((report, EvalInputs { backbone: opened.backbone, preprocess: opened.preprocess, features }))
+    Ok((
+        report,
+        Some(EvalInputs { backbone: opened.backbone, preprocess: opened.preprocess, features }),
+    ))
 }
 
 pub(crate) fn cross_validate(
