@@ -161,6 +161,27 @@ fn synthetic_choice_is_said_and_fit_tuned_refits_exactly_the_choice() {
     let metrics = std::fs::read_to_string(ws.path().join("t/metrics.json")).unwrap();
     assert!(metrics.contains("chosen with synthetic defects"));
 
+    // The review page: says it was synthetic, names every candidate and each fold's choice,
+    // and every picture it references exists (the painted images' thumbnails included).
+    let page = std::fs::read_to_string(ws.path().join("t/report.html")).unwrap();
+    let document = scraper::Html::parse_document(&page);
+    let body: String = document.root_element().text().collect();
+    assert!(body.contains("SYNTHETIC DEFECTS"));
+    assert!(body.contains("What tune chose"));
+    for candidate in tune_json["candidates"].as_array().unwrap() {
+        assert!(body.contains(candidate["label"].as_str().unwrap()), "{candidate}");
+    }
+    for fold in tune_json["outer_folds"].as_array().unwrap() {
+        assert!(body.contains(fold["chosen_label"].as_str().unwrap()), "{fold}");
+    }
+    let images = scraper::Selector::parse("img").unwrap();
+    let sources: Vec<&str> =
+        document.select(&images).filter_map(|img| img.value().attr("src")).collect();
+    assert!(sources.len() >= tune_json["images"].as_u64().unwrap() as usize);
+    for src in sources {
+        assert!(ws.path().join("t").join(src).is_file(), "{src}");
+    }
+
     let flags: Vec<String> = tune_json["fit_flags"]
         .as_array()
         .unwrap()

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{output, CacheArgs, RuntimeArgs};
+use super::{output, progress::Bar, CacheArgs, RuntimeArgs};
 use anodet::data::image::InputSize;
+use anodet::pipeline::review::{write_tune_review, REPORT_HTML};
 use anodet::pipeline::tune::{self, grid, TuneHooks, TuneParams, TuneReport, TUNE_JSON};
 use anodet::report::{self, atomic::StagingDir};
 
@@ -17,7 +18,8 @@ pub const LONG_HELP: &str = concat!(
     "With fewer than --min-defects defective images, defects are painted onto held-out good images\n",
     "and the choice is made with them (every output says so).\n\n",
     "OUTPUTS (in --out): tune.json, metrics.json, scores.csv (nested outer scores), roc.png,\n",
-    "histogram.png, strip.png, confusion.png, synthetic/ (painted images and masks, if any)\n\n",
+    "histogram.png, strip.png, confusion.png, report.html (the review page, with report-files/),\n",
+    "synthetic/ (painted images and masks, if any)\n\n",
     "EXIT STATUS:\n  0  tuned\n  2  error; nothing was written"
 );
 
@@ -64,6 +66,9 @@ pub struct TuneArgs {
     /// Print tune.json instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// Do not write the review page (report.html and report-files/).
+    #[arg(long)]
+    pub no_report: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]
@@ -153,7 +158,9 @@ pub fn run(args: TuneArgs) -> anyhow::Result<i32> {
     };
     let bar = TuneBar(ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr()));
     let mut report = tune::tune(&params, &runtime, &bar, &bar)?;
-    // Paths inside the staging folder become paths inside the final folder.
+    // Paths inside the staging folder become paths inside the final folder; the review page
+    // reads the painted images where they are now.
+    let decode_from: Vec<PathBuf> = report.outer.samples.iter().map(|s| s.path.clone()).collect();
     let staged = staging.path().to_path_buf();
     relocate(&mut report, &staged, &out);
     report.notes.splice(0..0, notes);
@@ -172,12 +179,21 @@ pub fn run(args: TuneArgs) -> anyhow::Result<i32> {
     report::atomic::write_json(&staging.path().join("metrics.json"), &metrics)?;
     report::csv::write_scores(&staging.path().join("scores.csv"), &report.outer)?;
     report::plots::write_all(staging.path(), &eval_view)?;
+    let page = if args.no_report {
+        None
+    } else {
+        write_tune_review(&report, &decode_from, staging.path(), &Bar::new())?;
+        Some(out.join(REPORT_HTML))
+    };
     let out = staging.commit()?;
     if args.json {
         output::line(&serde_json::to_string_pretty(&report)?)?;
     } else {
         for line in render(&report, &out) {
             output::line(&line)?;
+        }
+        if let Some(page) = page {
+            output::line(&format!("review page {}", page.display()))?;
         }
     }
     Ok(0)

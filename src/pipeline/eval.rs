@@ -296,6 +296,7 @@ fn run_evaluation(
                     params.folds,
                     params.seed + r as u64,
                     &gaussian,
+                    true,
                 )
             })
             .collect::<Result<Vec<_>>>()?,
@@ -354,6 +355,10 @@ fn run_evaluation(
     ))
 }
 
+/// Out-of-fold scores and figures. With `score_training` each fold also scores its own
+/// training images (in-sample, for the strip plot); an inner CV that only ranks skips them, as
+/// they cost as much as the held-out scores.
+#[allow(clippy::too_many_arguments)] // the CV's inputs, each used once
 pub(crate) fn cross_validate(
     samples: &[&Sample],
     scorer: &Scorer,
@@ -362,6 +367,7 @@ pub(crate) fn cross_validate(
     folds: usize,
     seed: u64,
     gaussian: &GaussianParams,
+    score_training: bool,
 ) -> Result<RunMetrics> {
     let assignment = stratified_folds(labels, folds, seed)?;
     let mut scores = vec![0.0; samples.len()];
@@ -374,11 +380,18 @@ pub(crate) fn cross_validate(
             return Err(fold_too_small(fold, training.len()));
         }
         let to_images = |local: &[usize]| local.iter().map(|&i| images[i]).collect::<Vec<_>>();
-        let [training_scores, held_scores] = scorer.fit_score(
-            &to_images(&training),
-            [&to_images(&training), &to_images(&held_out)],
-            gaussian,
-        )?;
+        let (training_scores, held_scores) = if score_training {
+            let [in_sample, held] = scorer.fit_score(
+                &to_images(&training),
+                [&to_images(&training), &to_images(&held_out)],
+                gaussian,
+            )?;
+            (in_sample, held)
+        } else {
+            let [held] =
+                scorer.fit_score(&to_images(&training), [&to_images(&held_out)], gaussian)?;
+            (Vec::new(), held)
+        };
         for (&i, &s) in held_out.iter().zip(held_scores.iter()) {
             scores[i] = s;
         }

@@ -20,10 +20,12 @@ use crate::gaussian::{GaussianModel, GaussianParams};
 use crate::heatmap::{smooth, ImageScorer, MapModel, Method, TensorGaussian};
 use crate::pipeline::eval::{EvalInputs, EvalReport, Protocol, RunMetrics};
 use crate::pipeline::heatmap::{DecodedImage, MapScale, PixelReport};
+use crate::pipeline::tune::TuneReport;
 use crate::progress::Progress;
 use crate::report::atomic::StagingDir;
 use crate::report::eval_page::{self, EvalPictures, OverlayScale};
 use crate::report::html::{self, Block, Column, Figure, ImageRow, ImageTable, Page, Section};
+use crate::report::tune_page::tune_page;
 use crate::report::{clock, overlay, pictures};
 use crate::threshold::quantile;
 
@@ -450,6 +452,28 @@ pub fn write_pixel_review(
         });
     }
     staging.commit()?;
+    let path = dir.join(REPORT_HTML);
+    html::write(&path, &page)?;
+    Ok(path)
+}
+
+/// Writes `report.html` and `report-files/` for `tune` into `dir`: the nested outer scores as
+/// the eval page shows them (thumbnails, no maps: the folds may have chosen different
+/// pipelines), with the candidates and each outer fold's choice. `decode_from` gives, per outer
+/// sample, the file to read its thumbnail from (the painted images still lie in the staging
+/// folder while the page is written).
+pub fn write_tune_review(
+    report: &TuneReport,
+    decode_from: &[PathBuf],
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<PathBuf> {
+    let staging = StagingDir::new(&dir.join(REPORT_FILES))?;
+    let (thumbnails, _) =
+        thumbnails_keeping(decode_from, staging.path(), &BTreeSet::new(), None, progress)?;
+    let pictures = EvalPictures { thumbnails, plots: plots(dir), ..EvalPictures::default() };
+    staging.commit()?;
+    let page = tune_page(report, &report.outer_as_eval(), &pictures, &clock::readable_now());
     let path = dir.join(REPORT_HTML);
     html::write(&path, &page)?;
     Ok(path)

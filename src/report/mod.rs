@@ -10,3 +10,4 @@ pub mod overlay;
 pub mod pictures;
 pub mod plots;
 pub mod table;
+pub mod tune_page;

@@ -606,8 +606,16 @@ pub fn tune(
         let fits_started = Instant::now();
         let whole = Scorer::Embedded { embeddings, spec: candidate.scorer.clone() };
         let all: Vec<usize> = (0..n).collect();
-        let run =
-            cross_validate(&samples, &whole, &all, &labels, params.folds, params.seed, &gaussian)?;
+        let run = cross_validate(
+            &samples,
+            &whole,
+            &all,
+            &labels,
+            params.folds,
+            params.seed,
+            &gaussian,
+            true,
+        )?;
         progress.advance(params.folds as u64);
         let Scorer::Embedded { embeddings, .. } = &whole else {
             unreachable!("built as Embedded above")
@@ -643,6 +651,7 @@ pub fn tune(
                 params.inner_folds,
                 params.seed,
                 &gaussian,
+                false,
             )
             .map_err(|e| inner_error(e, fold))?;
             inner_auc.push(inner.auc);
