@@ -25,12 +25,14 @@ now() { date +%s.%N; }
 evaluate() {
     local out="$work/eval-$RANDOM$RANDOM"
     # shellcheck disable=SC2086
-    "$bin" eval "$@" ${BENCH_FLAGS:-} --cache "$cache" --json --out "$out" 2>/dev/null \
-        | $py -c 'import json,sys; r=json.load(sys.stdin); a=r["runs"][0]["auc"]; print("%.3f" % a if a is not None else "-", r["images"], r["precision"])'
+    "$bin" eval "$@" ${BENCH_FLAGS:-} --cache "$cache" --json --out "$out" 2>"$work/stderr" \
+        | $py -c 'import json,sys; r=json.load(sys.stdin); a=r["runs"][0]["auc"]; print("%.3f" % a if a is not None else "-", r["images"], r["precision"])' \
+        || { echo "bench_backbones: eval $*: $(tail -1 "$work/stderr")" >&2; echo "- 0 -"; }
 }
 
 printf '| backbone | set | img/s | CV L7 | CV L6-8 | MVTec L7 | MVTec L6-8 |\n|---|---|---|---|---|---|---|\n'
-entries() { find "$cache" -name '*.f32' 2>/dev/null | wc -l; }
+mkdir -p "$cache"
+entries() { find "$cache" -name "*.f32" | wc -l; }
 for backbone in ${BENCH_BACKBONES:-efficientnet_lite0 efficientnet_lite1 efficientnet_lite2}; do
     if [ ! -f "models/$backbone.pt" ]; then
         echo "bench_backbones: models/$backbone.pt absent (scripts/setup.sh exports it); skipped" >&2

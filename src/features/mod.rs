@@ -143,7 +143,13 @@ impl Extractor<'_> {
                     let values: Vec<f32> =
                         pooled.iter().flat_map(|m| m.row(row).to_vec()).collect();
                     if let Some(cache) = &self.cache {
-                        cache.put(content, &values)?;
+                        let image = &group[row].1;
+                        // Auto squashed the image exactly when it has the input size (a kept one
+                        // of that size was resized the same way: same features either way).
+                        let squashed = (image.width, image.height)
+                            == (self.preprocess.size.width, self.preprocess.size.height);
+                        let aspect = if squashed { Aspect::Squash } else { Aspect::Keep };
+                        cache.for_aspect(aspect).put(content, &values)?;
                     }
                     rows.push((*index, values));
                 }
@@ -203,7 +209,18 @@ impl Extractor<'_> {
     fn load(&self, path: &Path) -> Result<Item> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let content = cache::content_hash(&bytes);
-        if let Some(values) = self.cache.as_ref().and_then(|c| c.get(&content)) {
+        let cache = self.cache.as_ref().and_then(|cache| {
+            if self.preprocess.aspect != Aspect::Auto {
+                return Some(cache);
+            }
+            // Auto: the image's size (from its header) says which cache holds its features.
+            let reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+                .with_guessed_format()
+                .ok()?;
+            let (width, height) = reader.into_dimensions().ok()?;
+            Some(cache.for_aspect(Aspect::Auto.resolve(width, height)))
+        });
+        if let Some(values) = cache.and_then(|c| c.get(&content)) {
             return Ok(Item::Cached(values));
         }
         let image = decode_bytes(path, bytes)?;
