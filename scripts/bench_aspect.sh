@@ -30,8 +30,9 @@ fi
 # Megapixels the network is fed for each aspect: anodet's rule (short side to the input size,
 # long side in proportion rounded to a multiple of 32; auto keeps beyond 1.5:1).
 megapixels() {
-    $py - "$data/$category" "$1" "$(jq -r '.input_size[0]' "models/$backbone.json" 2>/dev/null \
-        || $py -c "import json;print(json.load(open('models/$backbone.json'))['input_size'][0])")" <<'PY'
+    local side
+    side=$($py -c "import json; print(json.load(open('models/$backbone.json'))['input_size'][0])")
+    $py - "$data/$category" "$1" "$side" <<'PY'
 import math, os, sys
 from PIL import Image
 root, aspect, side = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -57,7 +58,7 @@ PY
 declare -A per_mp
 for precision in $precisions; do
     for aspect in squash keep auto; do
-        # One warm-up image so library loading and first-call optimisation are not timed.
+        # Uncached, so every image goes through decoding and the network (process start included).
         start=$(now)
         $bin features --data "$data" --category "$category" --backbone "$backbone" \
             --precision "$precision" --aspect "$aspect" --no-cache --out "$work/f.npy" 2>/dev/null
