@@ -61,9 +61,9 @@ for precision in $precisions; do
         # Uncached, so every image goes through decoding and the network (process start included).
         start=$(now)
         $bin features --data "$data" --category "$category" --backbone "$backbone" \
-            --precision "$precision" --aspect "$aspect" --no-cache --out "$work/f.npy" 2>/dev/null
+            --precision "$precision" --aspect "$aspect" --no-cache --out "$work/f.npy" >/dev/null 2>&1
         seconds=$(awk "BEGIN { print $(now) - $start }")
-        images=$($py -c "import json;print(len(json.load(open('$work/f.npy.json'))['images']))")
+        images=$($py -c "import json;print(len(json.load(open('$work/f.npy.json'))['paths']))")
         mp=$(megapixels "$aspect")
         ms=$(awk "BEGIN { printf \"%.1f\", 1000 * $seconds / $mp }")
         per_mp[$precision-$aspect]=$ms
