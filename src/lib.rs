@@ -7,10 +7,13 @@
 //!   nine feature maps ("levels" 1–9).
 //! - [`features`]: global-average-pooled feature vectors per level for a set of images.
 //! - [`gaussian`]: mean and Ledoit-Wolf covariance per level; scores are Mahalanobis distances.
+//! - [`scorer`]: the seam every verb scores through: fit on good images → fitted scorer →
+//!   image scores and maps (the pooled Gaussian, knn patch memory).
 //! - [`threshold`]: turning scores into verdicts.
 //! - [`model`]: the fitted model on disk.
 //! - [`pipeline`]: the verbs (`fit`, `score`) built from the stages.
 //! - [`report`]: writing outputs safely.
+//! - [`serve`]: the HTTP inspection service (`anodet serve`).
 
 pub mod backbone;
 pub mod data;
@@ -24,6 +27,8 @@ pub mod pipeline;
 pub mod progress;
 pub mod report;
 pub mod rng;
+pub mod scorer;
+pub mod serve;
 pub mod threshold;
 
 pub use error::{Error, Result};

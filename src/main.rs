@@ -17,6 +17,8 @@ fn main() -> ExitCode {
         Command::Heatmap(args) => cli::heatmap::run(args),
         Command::Features(args) => cli::features::run(args),
         Command::Synth(args) => cli::synth::run(args),
+        Command::Serve(args) => cli::serve::run(args),
+        Command::Tune(args) => cli::tune::run(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code as u8),

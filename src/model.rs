@@ -1,19 +1,19 @@
 //! The fitted model on disk: a run folder holding `model.json` (everything needed to score, human
-//! readable), `model.safetensors` (per-level mean and precision, float64) and `fit.json` (what
-//! the fit saw). Model files are data, never pickles or code.
+//! readable), `model.safetensors` (the fitted scorer's tensors: per-level mean and precision,
+//! float64, for the Gaussian; the memory bank, float32, for knn) and `fit.json` (what the fit
+//! saw). Model files are data, never pickles or code.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array1, Array2};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
 use crate::backbone::Levels;
 use crate::data::image::Preprocess;
 use crate::error::{Error, Result};
-use crate::gaussian::{GaussianModel, MultiLevelGaussian};
 use crate::report::atomic;
+use crate::scorer::{self, FittedScorer, ScorerSpec, TensorData};
 use crate::threshold::Threshold;
 
 /// Version of the run folder format; bumped on incompatible changes.
@@ -29,6 +29,26 @@ pub struct BackboneRef {
     pub architecture: String,
     pub torchscript_sha256: String,
     pub weights: String,
+}
+
+impl BackboneRef {
+    /// The identity of a loaded backbone.
+    pub fn of(backbone: &crate::backbone::Backbone) -> Self {
+        let info = backbone.info();
+        BackboneRef {
+            name: info.name.clone(),
+            architecture: info.architecture.clone(),
+            torchscript_sha256: backbone.sha256().to_string(),
+            weights: info.weights.clone(),
+        }
+    }
+}
+
+/// An ensemble member's backbone and preprocessing, as fitted.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MemberRecord {
+    pub backbone: BackboneRef,
+    pub preprocess: Preprocess,
 }
 
 /// Per-level facts about the fitted Gaussians.
@@ -49,17 +69,39 @@ pub struct ModelMeta {
     pub backbone: BackboneRef,
     pub levels: Levels,
     pub preprocess: Preprocess,
+    /// The scorer and its settings (runs made before scorers existed are Gaussian).
+    #[serde(default)]
+    pub scorer: ScorerSpec,
     pub covariance: String,
     pub score: String,
     pub threshold: Threshold,
+    /// Per-level facts of the Gaussian scorer (empty for other scorers).
+    #[serde(default)]
     pub gaussians: Vec<LevelSummary>,
+    /// An ensemble's members, in the order of its settings (empty for other scorers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberRecord>,
+    /// Set when the pipeline was chosen by `anodet tune` (`fit --tuned`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuned: Option<TunedFrom>,
 }
 
-/// A fitted model: metadata and Gaussians.
-#[derive(Debug, Clone)]
+/// How a run's pipeline came from `anodet tune`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TunedFrom {
+    pub tune_json: PathBuf,
+    /// The chosen candidate, as tune names it.
+    pub candidate: String,
+    /// The tune's nested (outer-fold) AUROC: what to expect on new parts.
+    pub outer_auc: Option<f64>,
+    /// True when the choice was made with synthetic defects.
+    pub synthetic_defects: bool,
+}
+
+/// A fitted model: metadata and the fitted scorer.
 pub struct RunModel {
     pub meta: ModelMeta,
-    pub gaussians: MultiLevelGaussian,
+    pub scorer: Box<dyn FittedScorer>,
 }
 
 impl RunModel {
@@ -78,17 +120,28 @@ impl RunModel {
                 ),
             ));
         }
-        for (level, model) in self.meta.levels.as_slice().iter().zip(self.gaussians.models()) {
-            let channels = backbone.info().channels[*level as usize - 1];
-            if model.dim() != channels {
-                return Err(Error::input(
-                    dir.join(MODEL_JSON),
-                    format!(
-                        "level {level} of the model has {} dimensions, the backbone gives {channels}; \
-                         the run was made with other levels",
-                        model.dim()
-                    ),
-                ));
+        let channels = &backbone.info().channels;
+        let mismatch = |what: String, model: usize, backbone: usize| {
+            Error::input(
+                dir.join(MODEL_JSON),
+                format!(
+                    "{what} of the model has {model} dimensions, the backbone gives {backbone}; \
+                     the run was made with other levels or another backbone"
+                ),
+            )
+        };
+        if let Some(gaussians) = self.scorer.gaussians() {
+            for (level, model) in self.meta.levels.as_slice().iter().zip(gaussians.models()) {
+                let width = channels[*level as usize - 1];
+                if model.dim() != width {
+                    return Err(mismatch(format!("level {level}"), model.dim(), width));
+                }
+            }
+        }
+        if let Some(knn) = self.scorer.knn() {
+            let width = crate::features::patches::patch_dim(channels, &self.meta.levels);
+            if knn.dim() != width {
+                return Err(mismatch("the memory bank".into(), knn.dim(), width));
             }
         }
         Ok(())
@@ -98,26 +151,23 @@ impl RunModel {
 impl RunModel {
     /// Writes `model.json` and `model.safetensors` into `dir` (each atomically).
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        for (level, model) in self.meta.levels.as_slice().iter().zip(self.gaussians.models()) {
-            let bytes = |values: &mut dyn Iterator<Item = &f64>| {
-                values.flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()
-            };
-            buffers.push((
-                format!("level{level}.mean"),
-                vec![model.dim()],
-                bytes(&mut model.mean().iter()),
-            ));
-            buffers.push((
-                format!("level{level}.precision"),
-                vec![model.dim(), model.dim()],
-                bytes(&mut model.precision().iter()),
-            ));
-        }
+        let buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = self
+            .scorer
+            .tensors()
+            .into_iter()
+            .map(|t| match t.data {
+                TensorData::F64(v) => {
+                    (t.name, Dtype::F64, t.shape, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                }
+                TensorData::F32(v) => {
+                    (t.name, Dtype::F32, t.shape, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                }
+            })
+            .collect();
         let views = buffers
             .iter()
-            .map(|(name, shape, data)| {
-                TensorView::new(Dtype::F64, shape.clone(), data)
+            .map(|(name, dtype, shape, data)| {
+                TensorView::new(*dtype, shape.clone(), data)
                     .map(|view| (name.clone(), view))
                     .map_err(|e| Error::numeric("model file", e.to_string()))
             })
@@ -151,14 +201,24 @@ impl RunModel {
         let bytes = fs::read(&tensor_path).map_err(|e| Error::io(&tensor_path, e))?;
         let tensors = SafeTensors::deserialize(&bytes)
             .map_err(|e| Error::input(&tensor_path, format!("corrupt model tensors: {e}")))?;
-        let read = |name: &str, shape: &[usize]| -> Result<Vec<f64>> {
+        let tensor = |name: &str, dtype: Dtype| {
             let tensor = tensors
                 .tensor(name)
                 .map_err(|_| Error::input(&tensor_path, format!("missing tensor {name}")))?;
-            if tensor.dtype() != Dtype::F64 || tensor.shape() != shape {
+            if tensor.dtype() != dtype {
                 return Err(Error::input(
                     &tensor_path,
-                    format!("tensor {name} has the wrong type or shape"),
+                    format!("tensor {name} has the wrong type"),
+                ));
+            }
+            Ok(tensor)
+        };
+        let read_f64 = |name: &str, shape: &[usize]| -> Result<Vec<f64>> {
+            let tensor = tensor(name, Dtype::F64)?;
+            if tensor.shape() != shape {
+                return Err(Error::input(
+                    &tensor_path,
+                    format!("tensor {name} has the wrong shape"),
                 ));
             }
             Ok(tensor
@@ -167,23 +227,38 @@ impl RunModel {
                 .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
                 .collect())
         };
-        let mut models = Vec::new();
-        if meta.gaussians.len() != meta.levels.as_slice().len() {
+        let read_f32 = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
+            let tensor = tensor(name, Dtype::F32)?;
+            let values = tensor
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
+                .collect();
+            Ok((tensor.shape().to_vec(), values))
+        };
+        let read_f64_any = |name: &str| -> Result<(Vec<usize>, Vec<f64>)> {
+            let shape = tensor(name, Dtype::F64)?.shape().to_vec();
+            Ok((shape.clone(), read_f64(name, &shape)?))
+        };
+        if meta.scorer == ScorerSpec::Gaussian
+            && meta.gaussians.len() != meta.levels.as_slice().len()
+        {
             return Err(Error::input(&meta_path, "gaussians do not match levels"));
         }
-        for (level, summary) in meta.levels.as_slice().iter().zip(&meta.gaussians) {
-            let d = summary.dimensions;
-            let mean = Array1::from(read(&format!("level{level}.mean"), &[d])?);
-            let precision =
-                Array2::from_shape_vec((d, d), read(&format!("level{level}.precision"), &[d, d])?)
-                    .map_err(|e| Error::input(&tensor_path, e.to_string()))?;
-            let model =
-                GaussianModel::from_parts(mean, precision, summary.shrinkage, summary.images)
-                    .map_err(|e| Error::input(&tensor_path, e.to_string()))?;
-            models.push(model);
-        }
-        let gaussians = MultiLevelGaussian::from_parts(meta.levels.clone(), models)?;
-        Ok(RunModel { meta, gaussians })
+        let facts: Vec<(usize, f64, usize)> =
+            meta.gaussians.iter().map(|g| (g.dimensions, g.shrinkage, g.images)).collect();
+        let readers = scorer::TensorReaders {
+            f64_shaped: &read_f64,
+            f32_any: &read_f32,
+            f64_any: &read_f64_any,
+        };
+        let scorer = scorer::load_fitted(&meta.scorer, &meta.levels, &facts, &readers).map_err(
+            |e| match e {
+                Error::Input { .. } => e,
+                other => Error::input(&tensor_path, other.to_string()),
+            },
+        )?;
+        Ok(RunModel { meta, scorer })
     }
 }
 

@@ -148,11 +148,9 @@ fn a_run_made_with_another_backbone_or_levels() {
     ws.anodet(&["fit", "--category", "wood", "--level", "6", "--out", "runs/level6"]).ok();
     let mut run = anodet::model::RunModel::load(&ws.path().join("runs/level6")).unwrap();
     let seven = anodet::backbone::Levels::new(vec![7]).unwrap();
-    run.gaussians = anodet::gaussian::MultiLevelGaussian::from_parts(
-        seven.clone(),
-        run.gaussians.models().to_vec(),
-    )
-    .unwrap();
+    let models = run.scorer.gaussians().unwrap().models().to_vec();
+    run.scorer =
+        Box::new(anodet::gaussian::MultiLevelGaussian::from_parts(seven.clone(), models).unwrap());
     run.meta.levels = seven;
     run.meta.gaussians[0].level = 7;
     run.save(&ws.path().join("runs/level6")).unwrap();

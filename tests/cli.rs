@@ -108,7 +108,7 @@ fn synth_is_deterministic_and_help_has_examples() {
     let a = std::fs::read(ws.data().join("a/test/stain/000.png")).unwrap();
     let b = std::fs::read(ws.data().join("b/test/stain/000.png")).unwrap();
     assert_eq!(a, b);
-    for verb in ["fit", "score", "eval", "heatmap", "features", "synth"] {
+    for verb in ["fit", "score", "eval", "heatmap", "features", "synth", "serve"] {
         let help = ws.anodet(&[verb, "--help"]).ok();
         assert!(help.contains("EXAMPLES") && help.contains("EXIT STATUS"), "{verb}: {help}");
     }

@@ -56,4 +56,14 @@ fn peer_figures_are_reproduced_on_real_data() {
     assert_eq!(cv["cache_hits"], cv["extracted_images"], "CV reuses the features");
     let auc = figure(&cv, "/runs/0/auc");
     assert!((auc - 0.925).abs() <= 0.015, "magnetic-tile CV AUC {auc}, peer 0.925");
+
+    // Its review page: 1344 images in one table, and still a small page.
+    let page = std::fs::read_to_string(ws.path().join("eval/report.html")).unwrap();
+    assert!(page.len() < 5 << 20, "report.html is {} bytes", page.len());
+    assert_eq!(page.matches("<tr data-kinds=").count(), 1344, "one row per image");
+    let honest = &cv["runs"][0]["honest"]["confusion"];
+    let mistakes = ["false_positive", "false_negative"].iter().map(|k| honest[k].as_u64().unwrap());
+    let document = scraper::Html::parse_document(&page);
+    let cards = scraper::Selector::parse("#section-mistakes .card").unwrap();
+    assert_eq!(document.select(&cards).count() as u64, mistakes.sum::<u64>());
 }

@@ -46,12 +46,12 @@ impl Backbone {
     /// Identifies the exact computation (variant file included), for the feature cache.
     pub fn cache_key(&self) -> &str {
         match self {
-            Backbone::Torch(b) => b.file_sha256(),
+            Backbone::Torch(b) => b.cache_key(),
             Backbone::Hlac(_) => hlac::HLAC_ID,
         }
     }
 
-    /// Which computation runs: fp32, fp32_frozen, bf16 or hlac.
+    /// Which computation runs: fp32, fp32_frozen, bf16, fp16_autocast or hlac.
     pub fn precision(&self) -> &str {
         match self {
             Backbone::Torch(b) => b.variant(),

@@ -1,15 +1,20 @@
-//! Numeric precision of the network on the CPU: fp32, or bfloat16 where the CPU has units for it.
+//! Numeric precision of the network: on the CPU fp32, or bfloat16 where the CPU has units for it;
+//! on CUDA fp32, or fp16 autocast.
 
 use crate::error::{Error, Result};
 
 /// The precision asked for on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
-    /// bf16 where the CPU has bf16 units (AMX or AVX-512 BF16), the backbone has a bf16 variant
-    /// and the input size is the one it was traced at; fp32 otherwise.
+    /// CPU: bf16 where the CPU has bf16 units (AMX or AVX-512 BF16), the backbone has a bf16
+    /// variant and the input size is the one it was traced at; fp32 otherwise. CUDA: fp16
+    /// autocast (fp32 for gradient maps).
     Auto,
     Fp32,
+    /// The CPU's bf16 variant.
     Bf16,
+    /// CUDA autocast: convolutions in fp16, reductions and normalisation in fp32.
+    Fp16,
 }
 
 impl std::str::FromStr for Precision {
@@ -19,7 +24,11 @@ impl std::str::FromStr for Precision {
             "auto" => Ok(Precision::Auto),
             "fp32" => Ok(Precision::Fp32),
             "bf16" => Ok(Precision::Bf16),
-            _ => Err(Error::param("--precision", format!("'{text}' is not auto, fp32 or bf16"))),
+            "fp16" => Ok(Precision::Fp16),
+            _ => Err(Error::param(
+                "--precision",
+                format!("'{text}' is not auto, fp32, bf16 (CPU) or fp16 (CUDA)"),
+            )),
         }
     }
 }

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::{output, progress::Bar, CacheArgs, FeatureArgs, RuntimeArgs};
+use super::{output, progress::Bar, CacheArgs, FeatureArgs, RuntimeArgs, ScorerArgs};
 use anodet::model::{self, RunModel};
-use anodet::pipeline::eval::{evaluate, EvalParams, Protocol};
+use anodet::pipeline::eval::{evaluate, evaluate_keeping_inputs, EvalParams, Protocol};
+use anodet::pipeline::review::{write_eval_review, REPORT_HTML};
 use anodet::report::{self, atomic::StagingDir};
 use anodet::threshold::QuantileThreshold;
 
@@ -31,18 +32,19 @@ pub struct EvalArgs {
     /// Repeat the whole cross-validation with seeds seed, seed+1, … and report mean and spread.
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
-    /// HLAC patch mode: features per cell of an N×N grid, one Gaussian shared by all cells,
-    /// image score = the highest cell's (needs --backbone hlac).
-    #[arg(long, value_name = "N")]
-    pub grid: Option<usize>,
     /// Output folder (default: runs/eval/<category>-<UTC timestamp>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Print metrics.json instead of the summary table.
     #[arg(long)]
     pub json: bool,
+    /// Skip report.html (the review page with thumbnails and anomaly maps of the mistakes).
+    #[arg(long)]
+    pub no_report: bool,
     #[command(flatten)]
     pub features: FeatureArgs,
+    #[command(flatten)]
+    pub scorer: ScorerArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]
@@ -75,10 +77,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
             (category, data)
         }
     };
+    let scorer = args.scorer.spec(&args.features.backbone)?;
     let params = EvalParams {
         data_root,
         category: category.clone(),
-        features: args.features.spec(),
+        features: args.features.spec(&scorer),
+        scorer,
         protocol: match args.protocol {
             ProtocolArg::Cv => Protocol::Cv,
             ProtocolArg::Mvtec => Protocol::Mvtec,
@@ -87,20 +91,36 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
         seed: args.seed,
         repeats: args.repeats,
         fit_threshold: QuantileThreshold::default(),
-        grid: args.grid,
+        grid: args.scorer.gaussian_grid(),
     };
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| runs_root.join("eval").join(format!("{category}-{}", utc_timestamp())));
+    let out = args.out.clone().unwrap_or_else(|| {
+        runs_root.join("eval").join(format!("{category}-{}", report::clock::timestamp_now()))
+    });
     // Claim the output folder first: an unwritable one fails before the long work.
     let staging = StagingDir::new(&out)?;
-    let report = evaluate(&params, &args.cache.with(args.runtime.runtime()), &Bar::new())?;
+    let runtime = args.cache.with(args.runtime.runtime());
+    // Without the review page no pooled features are extracted for its maps.
+    let (report, inputs) = if args.no_report {
+        (evaluate(&params, &runtime, &Bar::new())?, None)
+    } else {
+        let (report, inputs) = evaluate_keeping_inputs(&params, &runtime, &Bar::new())?;
+        (report, Some(inputs))
+    };
     if let Some(run) = report.runs.first() {
         report::csv::write_scores(&staging.path().join("scores.csv"), run)?;
     }
     report::atomic::write_json(&staging.path().join("metrics.json"), &report)?;
     report::plots::write_all(staging.path(), &report)?;
+    if let Some(inputs) = &inputs {
+        let scorer = match params.grid {
+            Some(n) => format!(
+                "HLAC patch mode: {n}×{n} cells, one shared Gaussian, image score = highest cell"
+            ),
+            None => format!("{}: {}", params.scorer.name(), params.scorer.description()),
+        };
+        write_eval_review(&report, inputs, &scorer, staging.path(), &Bar::new())?;
+    }
+    drop(inputs);
     let out = staging.commit()?;
     for warning in &report.warnings {
         eprintln!("anodet: warning: {warning}");
@@ -112,6 +132,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
             output::line(&line)?;
         }
         output::line(&format!("wrote {}", out.display()))?;
+        if !args.no_report {
+            output::line(&format!("review page {}", out.join(REPORT_HTML).display()))?;
+        }
     }
     Ok(0)
 }
@@ -124,23 +147,4 @@ fn latest_fit(runs_root: &std::path::Path) -> Option<(String, PathBuf)> {
         serde_json::from_str(&std::fs::read_to_string(dir.join(model::FIT_JSON)).ok()?).ok()?;
     let data = fit.get("data_root")?.as_str().map(PathBuf::from)?;
     Some((run.meta.category, data))
-}
-
-/// `YYYYMMDD-HHMMSS` in UTC (civil-from-days, so no date crate is needed).
-fn utc_timestamp() -> String {
-    let seconds = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
 }

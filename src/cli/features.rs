@@ -56,7 +56,7 @@ pub fn run(args: FeaturesArgs) -> anyhow::Result<i32> {
         None => args.images.clone(),
     };
     let runtime = args.cache.with(args.runtime.runtime());
-    let spec = args.features.spec();
+    let spec = args.features.spec(&anodet::scorer::ScorerSpec::Gaussian);
     let (backbone, preprocess) = runtime.open_backbone(&spec)?;
     let levels = spec.levels.clone();
     let extractor = runtime.extractor(&backbone, &preprocess, &levels)?;

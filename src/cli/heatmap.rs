@@ -11,8 +11,10 @@ use anodet::data::image::decode;
 use anodet::heatmap::Method;
 use anodet::model::{self, RunModel};
 use anodet::pipeline::heatmap::{evaluate_pixels, run_category, Heatmapper, PixelReport};
+use anodet::pipeline::review::{write_pixel_review, PixelResult};
 use anodet::progress::Progress;
 use anodet::report::{atomic, npy, overlay};
+use anodet::scorer::ScorerSpec;
 
 #[derive(Debug, Args)]
 pub struct HeatmapArgs {
@@ -23,8 +25,10 @@ pub struct HeatmapArgs {
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// Map method(s): patch (per-position Gaussians over levels 3-5, PaDiM-style; the default
-    /// for CNN runs), feature (one level's Gaussian at every position, or at every cell of a
-    /// 16×16 grid for HLAC runs, their default), gradient (d score / d pixels).
+    /// for Gaussian CNN runs), knn (distance of each position to the nearest good position; the
+    /// default for knn runs), feature (one level's Gaussian at every position, or at every cell
+    /// of a 16×16 grid for HLAC runs, their default), subspace (HLAC cells' residuals outside the
+    /// good cells' subspace; the default for subspace runs), gradient (d score / d pixels).
     /// Comma-separated to compare.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub method: Vec<MethodArg>,
@@ -54,6 +58,8 @@ pub enum MethodArg {
     Patch,
     Feature,
     Gradient,
+    Knn,
+    Subspace,
 }
 
 impl From<MethodArg> for Method {
@@ -62,14 +68,21 @@ impl From<MethodArg> for Method {
             MethodArg::Patch => Method::Patch,
             MethodArg::Feature => Method::Feature,
             MethodArg::Gradient => Method::Gradient,
+            MethodArg::Knn => Method::Knn,
+            MethodArg::Subspace => Method::Subspace,
         }
     }
 }
 
 /// Each (method, level) to draw: the feature method once per requested level.
-fn variants(args: &HeatmapArgs, hlac_run: bool) -> Vec<(Method, Option<u8>)> {
+fn variants(args: &HeatmapArgs, run: &ScorerSpec, hlac_run: bool) -> Vec<(Method, Option<u8>)> {
     let mut out = Vec::new();
-    let default = [if hlac_run { MethodArg::Feature } else { MethodArg::Patch }];
+    let default = [match run {
+        ScorerSpec::Subspace(_) => MethodArg::Subspace,
+        _ if hlac_run => MethodArg::Feature,
+        ScorerSpec::Knn(_) => MethodArg::Knn,
+        ScorerSpec::Gaussian | ScorerSpec::Ensemble(_) => MethodArg::Patch,
+    }];
     let methods = if args.method.is_empty() { &default[..] } else { &args.method[..] };
     for &method in methods {
         match method {
@@ -100,8 +113,8 @@ pub fn run(args: HeatmapArgs) -> anyhow::Result<i32> {
     };
     let runtime = args.cache.with(args.runtime.runtime());
     let bar = Bar::new();
-    let hlac_run = RunModel::load(&run_dir)?.meta.backbone.name == "hlac";
-    let heatmappers = variants(&args, hlac_run)
+    let meta = RunModel::load(&run_dir)?.meta;
+    let heatmappers = variants(&args, &meta.scorer, meta.backbone.name == "hlac")
         .into_iter()
         .map(|(method, level)| Heatmapper::open(&run_dir, method, level, &runtime, &bar))
         .collect::<anodet::Result<Vec<_>>>()?;
@@ -209,17 +222,32 @@ fn evaluate(
     }
     let bar = Bar::new();
     let mut reports = Vec::new();
+    let mut galleries = Vec::new();
     for heatmapper in heatmappers {
         let report = evaluate_pixels(heatmapper, &samples, &bar)?;
-        write_gallery(
-            heatmapper,
-            &report,
-            &samples,
-            &out.join(format!("gallery-{}.png", label(heatmapper).replace(' ', ""))),
-        )?;
+        let gallery = format!("gallery-{}.png", label(heatmapper).replace(' ', ""));
+        write_gallery(heatmapper, &report, &samples, &out.join(&gallery))?;
+        galleries.push(out.join(&gallery).is_file().then_some(gallery));
         reports.push(report);
     }
     atomic::write_json(&out.join("pixel-metrics.json"), &reports)?;
+    let meta = &heatmappers[0].run.meta;
+    let facts = vec![
+        ("run".to_string(), run_dir.display().to_string()),
+        ("data".to_string(), category.root.display().to_string()),
+        ("category".to_string(), meta.category.clone()),
+        ("backbone".to_string(), meta.backbone.name.clone()),
+        ("levels (image score)".to_string(), meta.levels.to_string()),
+        ("map methods".to_string(), heatmappers.iter().map(label).collect::<Vec<_>>().join(", ")),
+        ("images".to_string(), samples.len().to_string()),
+    ];
+    let results: Vec<PixelResult> = heatmappers
+        .iter()
+        .zip(&reports)
+        .zip(galleries)
+        .map(|((h, report), gallery)| PixelResult { label: label(h), report, gallery })
+        .collect();
+    let page = write_pixel_review(facts, &results, out, &bar)?;
     if args.json {
         output::line(&serde_json::to_string_pretty(&reports)?)?;
         return Ok(0);
@@ -241,6 +269,7 @@ fn evaluate(
         ))?;
     }
     output::line(&format!("wrote {}", out.join("pixel-metrics.json").display()))?;
+    output::line(&format!("review page {}", page.display()))?;
     Ok(0)
 }
 

@@ -7,7 +7,9 @@ pub mod heatmap;
 pub mod output;
 pub mod progress;
 pub mod score;
+pub mod serve;
 pub mod synth;
+pub mod tune;
 
 use std::path::PathBuf;
 
@@ -15,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 
 use anodet::backbone::{DeviceSpec, Levels, Precision};
 use anodet::data::image::{Aspect, InputSize};
+use anodet::scorer::{EnsembleParams, KnnParams, MemberSpec, ScorerSpec, SubspaceParams};
 
 const EXIT_CODES: &str = "EXIT STATUS:\n  0  success\n  1  (score) at least one image is anomalous\n  2  error (bad input, bad flags, missing model…)";
 
@@ -60,6 +63,15 @@ pub enum Command {
         after_long_help = "EXAMPLES:\n  anodet synth --category wood\n  anodet synth --category wood2 --seed 7 --size 320\n\nEXIT STATUS:\n  0  the category was written\n  2  error; nothing was written"
     )]
     Synth(synth::SynthArgs),
+    /// Serve a run over HTTP for an inspection line: POST an image, get its score and verdict.
+    #[command(after_long_help = concat!(
+        "EXAMPLES:\n  anodet serve --model runs/wood\n  curl -s -H 'Content-Type: image/png' --data-binary @part.png http://127.0.0.1:8080/v1/score\n  anodet serve --listen 0.0.0.0:8080 --token-file /etc/anodet/token --max-batch 8\n\n",
+        "ROUTES: POST /v1/score (image body), POST /v1/score/batch (multipart), POST /v1/heatmap\n(PNG overlay), GET /v1/model, POST /v1/reload (or SIGHUP), GET /healthz, /readyz, /metrics.\nSIGTERM/SIGINT: finish the requests in flight, then exit 0.\n\n",
+        "EXIT STATUS:\n  0  stopped by SIGTERM/SIGINT after draining\n  2  error (bad flags, the run cannot be loaded, the address is taken)"))]
+    Serve(serve::ServeArgs),
+    /// Choose the pipeline for a category by nested cross-validation (also without defects).
+    #[command(after_long_help = tune::LONG_HELP)]
+    Tune(tune::TuneArgs),
 }
 
 /// Where the network runs and how it is fed.
@@ -68,13 +80,14 @@ pub struct RuntimeArgs {
     /// Device: auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto", value_parser = parse::<DeviceSpec>)]
     pub device: DeviceSpec,
-    /// Network precision on the CPU: auto (bf16 where the CPU has bf16 units and the backbone's
-    /// bf16 variant fits the input size, else fp32), fp32, bf16.
+    /// Network precision: auto (CPU: bf16 where the CPU has bf16 units and the backbone's bf16
+    /// variant fits the input size, else fp32; CUDA: fp16 autocast), fp32, bf16 (CPU), fp16
+    /// (CUDA autocast).
     #[arg(long, default_value = "auto", value_parser = parse::<Precision>)]
     pub precision: Precision,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 16)]
-    pub batch: usize,
+    /// Images per forward pass (default: 16 on the CPU, 64 on CUDA).
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Folder with exported backbones (default: ./models, else the project's models/).
     #[arg(long, value_name = "DIR")]
     pub models: Option<PathBuf>,
@@ -105,23 +118,137 @@ pub struct FeatureArgs {
 }
 
 impl FeatureArgs {
-    /// The checked feature settings.
-    pub fn spec(&self) -> anodet::features::FeatureSpec {
+    /// The checked feature settings for `scorer`.
+    pub fn spec(&self, scorer: &ScorerSpec) -> anodet::features::FeatureSpec {
         anodet::features::FeatureSpec {
             backbone: self.backbone.clone(),
-            levels: self.levels(),
+            levels: self.levels(scorer),
             size: self.size,
             aspect: self.aspect.into(),
         }
     }
 
-    /// The chosen levels, or the backbone's default (7 for CNNs, 1-9 for HLAC).
-    pub fn levels(&self) -> Levels {
-        let default: Vec<u8> = if self.backbone == "hlac" { (1..=9).collect() } else { vec![7] };
-        self.level
-            .clone()
-            .or_else(|| self.levels.clone())
-            .unwrap_or_else(|| Levels::new(default).expect("valid default levels"))
+    /// The chosen levels, or the default: 1-9 for HLAC, else the scorer's (7 for the Gaussian,
+    /// 6,7 for knn).
+    pub fn levels(&self, scorer: &ScorerSpec) -> Levels {
+        let default = if self.backbone == "hlac" {
+            Levels::new((1..=9).collect()).expect("valid default levels")
+        } else {
+            scorer.default_levels()
+        };
+        self.level.clone().or_else(|| self.levels.clone()).unwrap_or(default)
+    }
+}
+
+/// Which scorer a fit or evaluation uses, and its settings.
+#[derive(Debug, Clone, Args)]
+pub struct ScorerArgs {
+    /// gaussian: a Gaussian per level of pooled features (Gaussian AD); knn: patch memory, the
+    /// distance of each position to its nearest good position (PatchCore-style, default levels
+    /// 6,7), image score = the worst position; subspace (--backbone hlac): residual of each
+    /// grid cell's HLAC features outside the principal subspace of good cells, image score =
+    /// the worst cell; ensemble: the members given with --member, each standardised by its
+    /// cross-fitted good-image scores, summed.
+    #[arg(long, value_enum, default_value = "gaussian")]
+    pub scorer: ScorerKind,
+    /// ensemble: a member, SCORER[:LEVELS][@BACKBONE] (scorer gaussian or knn; levels default
+    /// to the scorer's; backbone to --backbone). Repeat for each member, e.g.
+    /// --member gaussian:6-8 --member knn:6,7@efficientnet_lite1.
+    #[arg(long = "member", value_name = "SPEC")]
+    pub members: Vec<String>,
+    /// knn: share of good positions kept in the memory bank by greedy k-center selection, in
+    /// (0, 1] (default 0.1; 1 keeps all).
+    #[arg(long, value_name = "F")]
+    pub coreset: Option<f64>,
+    /// knn: outer rings of positions the image score ignores (default 1).
+    #[arg(long, value_name = "N")]
+    pub border: Option<usize>,
+    /// HLAC cells a side: the subspace scorer's grid (default 4); with the Gaussian, eval's
+    /// HLAC patch mode (features per cell, one Gaussian shared by all cells, image score = the
+    /// highest cell's).
+    #[arg(long, value_name = "N")]
+    pub grid: Option<usize>,
+    /// subspace: share of the good cells' variance the principal subspace keeps, in (0, 1)
+    /// (default 0.99).
+    #[arg(long, value_name = "F")]
+    pub variance: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScorerKind {
+    Gaussian,
+    Knn,
+    Subspace,
+    Ensemble,
+}
+
+impl ScorerArgs {
+    /// The scorer settings (`backbone`: the members' default); a flag of another scorer is an
+    /// error.
+    pub fn spec(&self, backbone: &str) -> Result<ScorerSpec, anodet::Error> {
+        let given = [
+            ("--coreset", self.coreset.is_some(), ScorerKind::Knn),
+            ("--border", self.border.is_some(), ScorerKind::Knn),
+            ("--variance", self.variance.is_some(), ScorerKind::Subspace),
+            ("--member", !self.members.is_empty(), ScorerKind::Ensemble),
+        ];
+        // knn settings also serve an ensemble's knn members.
+        let applies = |owner: ScorerKind| {
+            owner == self.scorer
+                || (owner == ScorerKind::Knn && self.scorer == ScorerKind::Ensemble)
+        };
+        if let Some((flag, _, owner)) =
+            given.iter().find(|(_, present, owner)| *present && !applies(*owner))
+        {
+            let owner = match owner {
+                ScorerKind::Knn => "knn",
+                ScorerKind::Subspace => "subspace",
+                _ => "ensemble",
+            };
+            return Err(anodet::Error::param(*flag, format!("applies to --scorer {owner} only")));
+        }
+        if self.grid.is_some() && matches!(self.scorer, ScorerKind::Knn | ScorerKind::Ensemble) {
+            return Err(anodet::Error::param(
+                "--grid",
+                "knn reads the network's positions; --grid is for HLAC (gaussian, subspace)",
+            ));
+        }
+        let defaults = KnnParams::default();
+        let knn = KnnParams {
+            coreset: self.coreset.unwrap_or(defaults.coreset),
+            border: self.border.unwrap_or(defaults.border),
+            seed: 0,
+        };
+        knn.check()?;
+        let spec = match self.scorer {
+            ScorerKind::Gaussian => ScorerSpec::Gaussian,
+            ScorerKind::Knn => ScorerSpec::Knn(knn),
+            ScorerKind::Ensemble => {
+                let members = self
+                    .members
+                    .iter()
+                    .map(|text| MemberSpec::parse(text, &knn, backbone))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let params = EnsembleParams::new(members);
+                params.check()?;
+                ScorerSpec::Ensemble(params)
+            }
+            ScorerKind::Subspace => {
+                let defaults = SubspaceParams::default();
+                let params = SubspaceParams {
+                    grid: self.grid.unwrap_or(defaults.grid),
+                    variance: self.variance.unwrap_or(defaults.variance),
+                };
+                params.check()?;
+                ScorerSpec::Subspace(params)
+            }
+        };
+        Ok(spec)
+    }
+
+    /// HLAC patch mode of the Gaussian (eval only).
+    pub fn gaussian_grid(&self) -> Option<usize> {
+        self.grid.filter(|_| self.scorer == ScorerKind::Gaussian)
     }
 }
 

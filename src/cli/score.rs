@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{output, progress::Bar, RuntimeArgs};
-use anodet::model::{self, RunModel};
-use anodet::pipeline::score::score;
+use anodet::model;
+use anodet::pipeline::score::score_run;
 
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
@@ -31,15 +31,8 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<i32> {
         Some(dir) => dir.clone(),
         None => model::latest(&super::runs_root())?,
     };
-    let run = RunModel::load(&model_dir)?;
-    let outcome = score(
-        &run,
-        &model_dir,
-        &args.images,
-        args.threshold,
-        &args.runtime.runtime(),
-        &Bar::new(),
-    )?;
+    let runtime = args.runtime.runtime();
+    let outcome = score_run(&model_dir, &args.images, args.threshold, &runtime, &Bar::new())?;
     for image in &outcome.scored {
         if args.json {
             output::line(&serde_json::to_string(image)?)?;

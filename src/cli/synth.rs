@@ -30,6 +30,10 @@ pub struct SynthArgs {
     /// Defective test images per defect type (scratch, hole, stain).
     #[arg(long, default_value_t = 12)]
     pub per_defect: usize,
+    /// Easy data for smoke tests: no knots, streaks or lighting changes, and every defect at
+    /// full strength instead of graded from faint to plain.
+    #[arg(long)]
+    pub plain: bool,
 }
 
 pub fn run(args: SynthArgs) -> anyhow::Result<i32> {
@@ -39,6 +43,7 @@ pub fn run(args: SynthArgs) -> anyhow::Result<i32> {
         train_good: args.train_good,
         test_good: args.test_good,
         per_defect: args.per_defect,
+        plain: args.plain,
     };
     let root = generate(&args.data, &args.category, &params)?;
     output::line(&format!(

@@ -1,10 +1,15 @@
 //! Generates an MVTec-layout texture category ("wood") with several defect types and pixel masks,
 //! deterministically from a seed, so anodet has default data of its own.
 //!
-//! Good images: wood grain (growth rings around a centre outside the image, distorted by smooth
-//! noise, plus fine fibre streaks) with random colour, ring spacing and orientation.
-//! Defect types, each with its mask: `scratch` (a thin pale line), `hole` (a dark pit with a
-//! lighter rim), `stain` (a soft dark-green blot of irregular shape).
+//! Good images: wood grain (growth rings around a centre outside the image, with light earlywood
+//! and darker latewood, distorted by smooth noise, plus fine fibre streaks). Parts differ as
+//! real boards do: colour, lighting (gradient and vignette), ring spacing and contrast, grain
+//! direction and waviness; some carry normal features (knots with the grain bending around
+//! them, dark streaks along the grain, local waviness, colour patches).
+//! Defect types, each with its mask, in graded strength from faint to plain: `scratch` (a pale
+//! line, thin and low-contrast at the faint end), `hole` (a dark pit with a lighter rim, a few
+//! pixels wide at the faint end), `stain` (a dark-green blot of irregular shape, barely tinted
+//! at the faint end).
 
 use std::f64::consts::PI;
 use std::fs;
@@ -29,11 +34,22 @@ pub struct SynthParams {
     pub test_good: usize,
     /// Defective test images per defect type.
     pub per_defect: usize,
+    /// Easy data for smoke tests: boards without knots, streaks, local waviness, lighting
+    /// gradients or colour patches, and every defect at full strength (instead of graded from
+    /// faint to plain), so that each defect is plain to see even at a small input size.
+    pub plain: bool,
 }
 
 impl Default for SynthParams {
     fn default() -> Self {
-        SynthParams { seed: 0, size: 256, train_good: 80, test_good: 20, per_defect: 12 }
+        SynthParams {
+            seed: 0,
+            size: 256,
+            train_good: 80,
+            test_good: 20,
+            per_defect: 12,
+            plain: false,
+        }
     }
 }
 
@@ -62,15 +78,21 @@ pub fn generate(data_root: &Path, category: &str, params: &SynthParams) -> Resul
         image.save(&path).map_err(|e| Error::input(&path, format!("cannot write: {e}")))
     };
     for i in 0..params.train_good {
-        save_rgb(&wood(params.size, &mut rng), root.join(format!("train/good/{i:03}.png")))?;
+        save_rgb(
+            &wood(params.size, params.plain, &mut rng),
+            root.join(format!("train/good/{i:03}.png")),
+        )?;
     }
     for i in 0..params.test_good {
-        save_rgb(&wood(params.size, &mut rng), root.join(format!("test/good/{i:03}.png")))?;
+        save_rgb(
+            &wood(params.size, params.plain, &mut rng),
+            root.join(format!("test/good/{i:03}.png")),
+        )?;
     }
     for defect in DEFECT_TYPES {
         for i in 0..params.per_defect {
-            let mut image = wood(params.size, &mut rng);
-            let mask = paint_defect(&mut image, defect, &mut rng);
+            let mut image = wood(params.size, params.plain, &mut rng);
+            let mask = paint_defect(&mut image, defect, params.plain, &mut rng);
             save_rgb(&image, root.join(format!("test/{defect}/{i:03}.png")))?;
             let mask_path = root.join(format!("ground_truth/{defect}/{i:03}_mask.png"));
             fs::create_dir_all(mask_path.parent().unwrap_or(&root))
@@ -118,70 +140,188 @@ impl ValueNoise {
     }
 }
 
-/// One good wood image.
-fn wood(size: u32, rng: &mut Rng) -> RgbImage {
+/// A knot: a dark core with its own rings, around which the grain bends.
+struct Knot {
+    x: f64,
+    y: f64,
+    radius: f64,
+    darkness: f64,
+}
+
+/// A dark streak along the grain (pitch or mineral streak): normal, not a defect.
+struct Streak {
+    ring_distance: f64,
+    arc: f64,
+    half_length: f64,
+    half_width: f64,
+    darkness: f64,
+}
+
+/// One good wood image: a board's look varies from part to part (colour, lighting, ring
+/// spacing and contrast, grain direction and waviness), and some parts carry normal features
+/// (knots, dark streaks along the grain, waviness in one place, colour patches).
+fn wood(size: u32, plain: bool, rng: &mut Rng) -> RgbImage {
     let s = size as f64;
-    let base = [rng.range(150.0, 185.0), rng.range(100.0, 125.0), rng.range(55.0, 80.0)];
-    let angle = rng.range(-0.25, 0.25);
-    let centre_distance = rng.range(1.5, 3.0) * s;
+    let red = rng.range(150.0, 200.0);
+    let base = [red, red * rng.range(0.62, 0.74), red * rng.range(0.36, 0.50)];
+    // Lighting: a linear gradient in a random direction and a vignette.
+    let (light_angle, light_slope, vignette) =
+        (rng.range(0.0, 2.0 * PI), rng.range(0.0, 0.14), rng.range(0.0, 0.12));
+    let angle = rng.range(-0.35, 0.35);
+    let centre_distance = rng.range(1.3, 3.2) * s;
     let (cx, cy) = (s / 2.0 - centre_distance * angle.cos(), s / 2.0 + rng.range(-0.5, 0.5) * s);
-    let period = rng.range(0.06, 0.10) * s;
-    let warp = ValueNoise::new(size, s / 4.0, rng);
+    let period = rng.range(0.045, 0.11) * s;
+    let ring_contrast = rng.range(0.08, 0.16);
+    let latewood = rng.range(0.55, 0.8);
+    let waviness = rng.range(0.4, 1.2);
+    let warp = ValueNoise::new(size, s / rng.range(3.0, 6.0), rng);
     // Fibres run along the rings: noise sampled in (radius, arc length) coordinates, stretched
     // along the arc. Both coordinates are offset into the noise field's range [0, 4s).
     let fibre = ValueNoise::new(4 * size, s / 48.0, rng);
+    let fibre_strength = rng.range(0.03, 0.07);
+    let patches = ValueNoise::new(size, s / 2.5, rng);
+    let patch_strength = rng.range(0.0, 0.07);
+    // Waviness concentrated in one place (a grain irregularity) on some parts.
+    let local_wave = (rng.unit() < 0.35).then(|| {
+        (
+            rng.range(0.1, 0.9) * s,
+            rng.range(0.1, 0.9) * s,
+            rng.range(0.12, 0.3) * s,
+            rng.range(0.6, 1.6),
+        )
+    });
+    let knots: Vec<Knot> = (0..[0, 0, 0, 0, 1, 1, 2][rng.below(7)])
+        .map(|_| Knot {
+            x: rng.range(0.05, 0.95) * s,
+            y: rng.range(0.05, 0.95) * s,
+            radius: rng.range(0.02, 0.07) * s,
+            darkness: rng.range(0.25, 0.5),
+        })
+        .collect();
     let (inner_radius, centre_angle) = (centre_distance - s, (s / 2.0 - cy).atan2(s / 2.0 - cx));
+    let streaks: Vec<Streak> = (0..[0, 0, 1, 1, 2][rng.below(5)])
+        .map(|_| Streak {
+            ring_distance: inner_radius + rng.range(0.1, 1.9) * s,
+            arc: rng.range(-0.4, 0.4) * s,
+            half_length: rng.range(0.1, 0.45) * s,
+            half_width: rng.range(0.6, 2.0) * s / 256.0,
+            darkness: rng.range(0.04, 0.12),
+        })
+        .collect();
+    let grain_seed = rng.next_u64();
+    let (light_slope, vignette, patch_strength, local_wave, knots, streaks) = if plain {
+        (0.0, 0.0, 0.0, None, Vec::new(), Vec::new())
+    } else {
+        (light_slope, vignette, patch_strength, local_wave, knots, streaks)
+    };
     RgbImage::from_fn(size, size, |x, y| {
         let (xf, yf) = (x as f64, y as f64);
-        let distance = ((xf - cx).powi(2) + (yf - cy).powi(2)).sqrt();
-        let ring = (2.0 * PI * (distance / period + 0.8 * warp.at(xf, yf))).sin();
+        let mut distance = ((xf - cx).powi(2) + (yf - cy).powi(2)).sqrt();
+        let mut wave = waviness * warp.at(xf, yf);
+        if let Some((wx, wy, wr, amplitude)) = local_wave {
+            let falloff = (-((xf - wx).powi(2) + (yf - wy).powi(2)) / (wr * wr)).exp();
+            wave += amplitude * falloff * (xf / (0.07 * s)).sin();
+        }
+        let mut knot_shade = 1.0;
+        for knot in &knots {
+            let d = ((xf - knot.x).powi(2) + (yf - knot.y).powi(2)).sqrt();
+            // Rings bend around the knot.
+            distance += 2.5 * knot.radius * (-(d / (2.2 * knot.radius)).powi(2)).exp();
+            if d < knot.radius {
+                let inner = (2.0 * PI * d / (0.3 * knot.radius)).sin();
+                knot_shade *= 1.0 - knot.darkness * (0.75 + 0.25 * inner);
+            } else if d < 1.25 * knot.radius {
+                knot_shade *= 1.0 - 0.6 * knot.darkness;
+            }
+        }
+        let phase = (distance / period + wave).rem_euclid(1.0);
+        // Light earlywood, then a darker latewood band that ends sharply at the ring boundary.
+        let late = ((phase - latewood) / (1.0 - latewood)).clamp(0.0, 1.0);
+        let ring = 1.0 - 2.0 * late.powf(0.7);
         let arc = ((yf - cy).atan2(xf - cx) - centre_angle) * centre_distance;
         let streak = fibre.at((distance - inner_radius) * 4.0, (arc + 2.0 * s) / 4.0);
-        let shade = 0.82 + 0.12 * ring.powi(3) + 0.05 * streak;
-        Rgb(std::array::from_fn(|c| (base[c] * shade).clamp(0.0, 255.0) as u8))
+        let mut shade = 0.84 + ring_contrast * ring + fibre_strength * streak;
+        for st in &streaks {
+            if (arc - st.arc).abs() < st.half_length
+                && (distance - st.ring_distance).abs() < st.half_width
+            {
+                shade *= 1.0 - st.darkness;
+            }
+        }
+        let (dx, dy) = ((xf - s / 2.0) / (s / 2.0), (yf - s / 2.0) / (s / 2.0));
+        let light = (1.0 + light_slope * (dx * light_angle.cos() + dy * light_angle.sin()))
+            * (1.0 - vignette * (dx * dx + dy * dy) / 2.0);
+        let patch = patch_strength * patches.at(xf, yf);
+        let noise = pixel_noise(grain_seed, x, y) * 0.025;
+        let value = shade * knot_shade * light + noise;
+        let tint = [1.0 + patch, 1.0, 1.0 - patch];
+        Rgb(std::array::from_fn(|c| (base[c] * value * tint[c]).round().clamp(0.0, 255.0) as u8))
     })
 }
 
-/// Paints one defect of the given type and returns its mask (255 = defect).
-fn paint_defect(image: &mut RgbImage, defect: &str, rng: &mut Rng) -> GrayImage {
+/// Deterministic per-pixel noise in [-1, 1] (a hash of the seed and the position).
+fn pixel_noise(seed: u64, x: u32, y: u32) -> f64 {
+    let mut h = seed ^ ((x as u64) << 32 | y as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    h ^= h >> 33;
+    (h >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+}
+
+/// Paints one defect of the given type (`scratch`, `hole`, else a stain) and returns its mask
+/// (255 = defect); pixels outside the mask are left as they were. Defects come in graded strength,
+/// from faint (thin, small, low contrast) to plain, so some are hard to see; `plain` paints every
+/// one at full strength. Sizes follow the image's width, so non-square images work too.
+pub(crate) fn paint_defect(
+    image: &mut RgbImage,
+    defect: &str,
+    plain: bool,
+    rng: &mut Rng,
+) -> GrayImage {
     let size = image.width();
     let s = size as f64;
-    let mut mask = GrayImage::new(size, size);
-    let (px, py) = (rng.range(0.25, 0.75) * s, rng.range(0.25, 0.75) * s);
+    let mut mask = GrayImage::new(image.width(), image.height());
+    let (px, py) = (rng.range(0.2, 0.8) * s, rng.range(0.2, 0.8) * image.height() as f64);
+    // 0 = faintest, 1 = plainest; one defect in nine is below 1/3, one in four below 1/2.
+    let graded = rng.unit().sqrt();
+    let strength = if plain { 1.0 } else { graded };
     match defect {
         "scratch" => {
-            let length = rng.range(0.25, 0.55) * s;
+            let length = rng.range(0.15, 0.3 + 0.3 * strength) * s;
             let angle = rng.range(0.0, PI);
-            let width = rng.range(1.2, 2.4) * s / 256.0;
+            let width = (0.8 + 1.6 * strength) * s / 256.0;
+            let alpha = 0.3 + 0.6 * strength;
             let (dx, dy) = (angle.cos(), angle.sin());
             blend_where(image, &mut mask, |x, y| {
                 let (rx, ry) = (x - px, y - py);
                 let along = rx * dx + ry * dy;
                 let across = (-rx * dy + ry * dx).abs();
                 (along.abs() <= length / 2.0 && across <= width)
-                    .then_some(([235.0, 215.0, 185.0], 0.85))
+                    .then_some(([235.0, 215.0, 185.0], alpha))
             });
         }
         "hole" => {
-            let radius = rng.range(0.03, 0.06) * s;
+            let radius = (0.014 + 0.046 * strength) * s;
+            let alpha = 0.6 + 0.35 * strength;
             blend_where(image, &mut mask, |x, y| {
                 let r = ((x - px).powi(2) + (y - py).powi(2)).sqrt();
                 if r <= radius {
-                    Some(([30.0, 20.0, 12.0], 0.95))
+                    Some(([30.0, 20.0, 12.0], alpha))
                 } else if r <= radius * 1.35 {
-                    Some(([200.0, 160.0, 110.0], 0.6))
+                    Some(([200.0, 160.0, 110.0], 0.6 * alpha))
                 } else {
                     None
                 }
             });
         }
         _ => {
-            let radius = rng.range(0.08, 0.14) * s;
+            let radius = rng.range(0.07, 0.1 + 0.06 * strength) * s;
             let edge = ValueNoise::new(size, s / 16.0, rng);
+            let alpha = 0.3 + 0.45 * strength;
             blend_where(image, &mut mask, |x, y| {
                 let r =
                     ((x - px).powi(2) + (y - py).powi(2)).sqrt() / radius + 0.35 * edge.at(x, y);
-                (r <= 1.0).then_some(([70.0, 80.0, 45.0], 0.45 + 0.25 * (1.0 - r)))
+                (r <= 1.0).then_some(([70.0, 80.0, 45.0], alpha * (0.6 + 0.4 * (1.0 - r))))
             });
         }
     }
@@ -211,7 +351,14 @@ mod tests {
 
     #[test]
     fn generation_is_deterministic_and_complete() {
-        let params = SynthParams { seed: 3, size: 64, train_good: 3, test_good: 2, per_defect: 2 };
+        let params = SynthParams {
+            seed: 3,
+            size: 64,
+            train_good: 3,
+            test_good: 2,
+            per_defect: 2,
+            plain: false,
+        };
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let root_a = generate(a.path(), "wood", &params).unwrap();
         let root_b = generate(b.path(), "wood", &params).unwrap();

@@ -19,10 +19,19 @@ use crate::report::atomic;
 #[derive(Debug, Clone)]
 pub struct FeatureCache {
     dir: PathBuf,
-    width: usize,
+    width: EntryWidth,
     /// `--aspect auto`: the caches of squash and keep, where each image's features live (they
     /// are the same features), so auto, squash and keep runs share them.
     resolved: Option<Box<[FeatureCache; 2]>>,
+}
+
+/// How many floats an entry holds.
+#[derive(Debug, Clone, Copy)]
+enum EntryWidth {
+    /// Always this many (pooled levels).
+    Fixed(usize),
+    /// A patch grid: `h, w`, then `h × w × dim` values (sizes vary with `--aspect keep`).
+    Grid { dim: usize },
 }
 
 impl FeatureCache {
@@ -52,7 +61,7 @@ impl FeatureCache {
         } else {
             None
         };
-        Ok(FeatureCache { dir, width, resolved })
+        Ok(FeatureCache { dir, width: EntryWidth::Fixed(width), resolved })
     }
 
     /// The cache holding the features of an image that `--aspect auto` resolved to `aspect`
@@ -65,6 +74,23 @@ impl FeatureCache {
         }
     }
 
+    /// The cache of patch features of `levels` (`dim` values per position) for the same
+    /// computation, in a sibling folder (and, for `--aspect auto`, its squash and keep ones).
+    pub fn for_patches(&self, levels: &crate::backbone::Levels, dim: usize) -> FeatureCache {
+        let mut name = self.dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(format!(
+            "-patches{}",
+            levels.as_slice().iter().map(|l| l.to_string()).collect::<String>()
+        ));
+        FeatureCache {
+            dir: self.dir.with_file_name(name),
+            width: EntryWidth::Grid { dim },
+            resolved: self.resolved.as_ref().map(|caches| {
+                Box::new([caches[0].for_patches(levels, dim), caches[1].for_patches(levels, dim)])
+            }),
+        }
+    }
+
     fn entry(&self, content_sha256: &str) -> PathBuf {
         self.dir.join(format!("{content_sha256}.f32"))
     }
@@ -72,12 +98,19 @@ impl FeatureCache {
     /// The cached features of an image with this content hash; a damaged entry counts as a miss.
     pub fn get(&self, content_sha256: &str) -> Option<Vec<f32>> {
         let bytes = fs::read(self.entry(content_sha256)).ok()?;
-        if bytes.len() != self.width * 4 {
+        if bytes.len() % 4 != 0 {
             return None;
         }
         let values: Vec<f32> =
             bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        values.iter().all(|v| v.is_finite()).then_some(values)
+        let expected = match self.width {
+            EntryWidth::Fixed(width) => width,
+            EntryWidth::Grid { dim } => match values.get(..2) {
+                Some(&[h, w]) if h >= 1.0 && w >= 1.0 => 2 + h as usize * w as usize * dim,
+                _ => return None,
+            },
+        };
+        (values.len() == expected && values.iter().all(|v| v.is_finite())).then_some(values)
     }
 
     /// Stores an image's features (atomically, so concurrent runs never see half an entry).

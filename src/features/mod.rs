@@ -3,6 +3,8 @@
 
 pub mod cache;
 pub mod cells;
+pub mod embeddings;
+pub mod patches;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,8 @@ use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
 pub use cache::FeatureCache;
+pub use embeddings::{EmbeddingKind, Embeddings};
+pub use patches::PatchSet;
 
 use crate::backbone::{Backbone, BackboneInfo, Levels};
 use crate::data::image::{decode_bytes, Aspect, InputSize, PreparedImage, Preprocess};
@@ -99,18 +103,159 @@ type Decoded = Vec<(usize, Result<Item>)>;
 /// Images waiting for the network, grouped by input size: (index, image, content hash).
 type SizeGroups = BTreeMap<(u32, u32), Vec<(usize, PreparedImage, String)>>;
 
+/// Computes one row per image of a same-sized group (given the images' content hashes).
+type RowCompute<'a> = dyn Fn(&[&PreparedImage], &[&str]) -> Result<Vec<Vec<f32>>> + 'a;
+
+/// Rows computed per image (by input index), the errors of unreadable images, cache hits.
+type Rows = (Vec<(usize, Vec<f32>)>, Vec<Error>, usize);
+
 impl Extractor<'_> {
-    /// Extracts features of `paths`, in order.
+    /// Extracts pooled features of `paths`, in order.
     pub fn extract(
         &self,
         paths: &[PathBuf],
         policy: OnBadImage,
         progress: &dyn Progress,
     ) -> Result<Extraction> {
+        let all_levels = Levels::new((1..=9).collect())?;
+        // Each row: all nine pooled levels, concatenated (the cache keeps them all).
+        let compute = |images: &[&PreparedImage], _: &[&str]| -> Result<Vec<Vec<f32>>> {
+            let pooled = self.backbone.pooled(images, &all_levels)?;
+            Ok((0..images.len())
+                .map(|row| pooled.iter().flat_map(|m| m.row(row).to_vec()).collect())
+                .collect())
+        };
+        let (rows, failures, cache_hits) =
+            self.extract_rows(paths, policy, progress, self.cache.as_ref(), &compute)?;
+        let info = self.backbone.info();
+        let per_level = self
+            .levels
+            .as_slice()
+            .iter()
+            .map(|&level| {
+                let (start, width) = info.level_span(level);
+                Array2::from_shape_fn((rows.len(), width), |(i, j)| rows[i].1[start + j])
+            })
+            .collect();
+        let features = FeatureSet {
+            paths: rows.iter().map(|(index, _)| paths[*index].clone()).collect(),
+            levels: self.levels.clone(),
+            per_level,
+        };
+        Ok(Extraction { features, failures, cache_hits })
+    }
+
+    /// Extracts patch features of `levels` (see [`patches`]) of `paths`, in order: the images
+    /// that could be read, the errors of the others, and the cache hits.
+    pub fn extract_patches(
+        &self,
+        paths: &[PathBuf],
+        levels: &Levels,
+        policy: OnBadImage,
+        progress: &dyn Progress,
+    ) -> Result<(PatchSet, Vec<Error>, usize)> {
+        let torch = self.backbone.as_torch().ok_or_else(|| {
+            Error::param("--scorer", "patch features need a CNN backbone (not hlac)")
+        })?;
+        let dim = patches::patch_dim(&self.backbone.info().channels, levels);
+        // Each row: grid height, grid width, then the positions' values. The same pass gives
+        // every level's pooled features: stored in the pooled cache, a pooled scorer on these
+        // images (an ensemble's other member, a later eval) needs no second pass.
+        let compute = |images: &[&PreparedImage], contents: &[&str]| -> Result<Vec<Vec<f32>>> {
+            let maps = torch.forward(&torch.batch_tensor(images)?)?;
+            if let Some(pooled_cache) = &self.cache {
+                let pooled = torch.pool_maps(&maps, &Levels::new((1..=9).collect())?)?;
+                for (row, (image, content)) in images.iter().zip(contents).enumerate() {
+                    let values: Vec<f32> =
+                        pooled.iter().flat_map(|m| m.row(row).to_vec()).collect();
+                    let squashed = (image.width, image.height)
+                        == (self.preprocess.size.width, self.preprocess.size.height);
+                    let aspect = if squashed { Aspect::Squash } else { Aspect::Keep };
+                    pooled_cache.for_aspect(aspect).put(content, &values)?;
+                }
+            }
+            let embedded = patches::patch_embedding(&maps, levels)?.to_device(tch::Device::Cpu);
+            let (h, w) = (embedded.size()[1], embedded.size()[2]);
+            (0..images.len() as i64)
+                .map(|i| {
+                    let values = Vec::<f32>::try_from(embedded.get(i).contiguous().view(-1))
+                        .map_err(|e| Error::torch("patch features", e))?;
+                    let mut row = Vec::with_capacity(values.len() + 2);
+                    row.extend([h as f32, w as f32]);
+                    row.extend(values);
+                    Ok(row)
+                })
+                .collect()
+        };
+        let cache = self.cache.as_ref().map(|c| c.for_patches(levels, dim));
+        let (rows, failures, cache_hits) =
+            self.extract_rows(paths, policy, progress, cache.as_ref(), &compute)?;
+        let mut set = PatchSet::empty(levels.clone(), dim);
+        for (index, row) in rows {
+            let grid = (row[0] as usize, row[1] as usize);
+            set.push(paths[index].clone(), grid, &row[2..])?;
+        }
+        Ok((set, failures, cache_hits))
+    }
+
+    /// Extracts what a scorer reads (`kind`) for `paths`, in order: the embeddings of the images
+    /// that could be read, the errors of the others, and the cache hits.
+    pub fn embed(
+        &self,
+        paths: &[PathBuf],
+        kind: EmbeddingKind,
+        policy: OnBadImage,
+        progress: &dyn Progress,
+    ) -> Result<(Embeddings, Vec<Error>, usize)> {
+        match kind {
+            EmbeddingKind::Pooled => {
+                let extraction = self.extract(paths, policy, progress)?;
+                let embeddings = Embeddings::Pooled(extraction.features);
+                Ok((embeddings, extraction.failures, extraction.cache_hits))
+            }
+            EmbeddingKind::Patches => {
+                let (set, failures, hits) =
+                    self.extract_patches(paths, &self.levels, policy, progress)?;
+                Ok((Embeddings::Patches(set), failures, hits))
+            }
+            EmbeddingKind::Cells { grid } => {
+                let Backbone::Hlac(hlac) = self.backbone else {
+                    return Err(Error::param(
+                        "--scorer",
+                        "grid cells are HLAC's positions; CNN backbones give patches (--scorer knn)",
+                    ));
+                };
+                // Cell features stop at the first unreadable image (they are for fit and eval).
+                let set = cells::hlac_cell_patches(
+                    hlac,
+                    &self.preprocess,
+                    paths,
+                    &self.levels,
+                    grid,
+                    progress,
+                )?;
+                Ok((Embeddings::Patches(set), Vec::new(), 0))
+            }
+            EmbeddingKind::Members => Err(Error::param(
+                "--scorer",
+                "an ensemble's members are embedded by the pipeline, one backbone each",
+            )),
+        }
+    }
+
+    /// Decodes `paths` on a separate thread (a batch ahead) and runs `compute` on each group of
+    /// same-sized images; rows come from `cache` where it has them, and go into it otherwise.
+    fn extract_rows(
+        &self,
+        paths: &[PathBuf],
+        policy: OnBadImage,
+        progress: &dyn Progress,
+        cache: Option<&FeatureCache>,
+        compute: &RowCompute,
+    ) -> Result<Rows> {
         if self.batch_size == 0 {
             return Err(Error::param("--batch", "must be at least 1"));
         }
-        let all_levels = Levels::new((1..=9).collect())?;
         progress.start(paths.len() as u64, "extracting features");
         let (sender, receiver) = mpsc::sync_channel::<Decoded>(2);
         let batch_size = self.batch_size;
@@ -120,14 +265,13 @@ impl Extractor<'_> {
                     let decoded: Decoded = chunk
                         .par_iter()
                         .enumerate()
-                        .map(|(i, path)| (chunk_index * batch_size + i, self.load(path)))
+                        .map(|(i, path)| (chunk_index * batch_size + i, self.load(path, cache)))
                         .collect();
                     if sender.send(decoded).is_err() {
                         break; // the consumer stopped (an error): stop decoding
                     }
                 }
             });
-            // Each row: all nine pooled levels, concatenated.
             let mut rows: Vec<(usize, Vec<f32>)> = Vec::with_capacity(paths.len());
             let mut failures = Vec::new();
             let mut cache_hits = 0;
@@ -138,12 +282,11 @@ impl Extractor<'_> {
                        rows: &mut Vec<(usize, Vec<f32>)>|
              -> Result<()> {
                 let images: Vec<&PreparedImage> = group.iter().map(|(_, image, _)| image).collect();
-                let pooled = self.backbone.pooled(&images, &all_levels)?;
-                for (row, (index, _, content)) in group.iter().enumerate() {
-                    let values: Vec<f32> =
-                        pooled.iter().flat_map(|m| m.row(row).to_vec()).collect();
-                    if let Some(cache) = &self.cache {
-                        let image = &group[row].1;
+                let contents: Vec<&str> =
+                    group.iter().map(|(_, _, content)| content.as_str()).collect();
+                let computed = compute(&images, &contents)?;
+                for ((index, image, content), values) in group.iter().zip(computed) {
+                    if let Some(cache) = cache {
                         // Auto squashed the image exactly when it has the input size (a kept one
                         // of that size was resized the same way: same features either way).
                         let squashed = (image.width, image.height)
@@ -187,29 +330,14 @@ impl Extractor<'_> {
         progress.finish();
         let (mut rows, failures, cache_hits) = result?;
         rows.sort_by_key(|(index, _)| *index);
-        let info = self.backbone.info();
-        let per_level = self
-            .levels
-            .as_slice()
-            .iter()
-            .map(|&level| {
-                let (start, width) = info.level_span(level);
-                Array2::from_shape_fn((rows.len(), width), |(i, j)| rows[i].1[start + j])
-            })
-            .collect();
-        let features = FeatureSet {
-            paths: rows.iter().map(|(index, _)| paths[*index].clone()).collect(),
-            levels: self.levels.clone(),
-            per_level,
-        };
-        Ok(Extraction { features, failures, cache_hits })
+        Ok((rows, failures, cache_hits))
     }
 
-    /// Reads one file; answers from the cache when possible, else decodes and prepares it.
-    fn load(&self, path: &Path) -> Result<Item> {
+    /// Reads one file; answers from `cache` when possible, else decodes and prepares it.
+    fn load(&self, path: &Path, cache: Option<&FeatureCache>) -> Result<Item> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let content = cache::content_hash(&bytes);
-        let cache = self.cache.as_ref().and_then(|cache| {
+        let cache = cache.and_then(|cache| {
             if self.preprocess.aspect != Aspect::Auto {
                 return Some(cache);
             }
@@ -225,6 +353,59 @@ impl Extractor<'_> {
         }
         let image = decode_bytes(path, bytes)?;
         Ok(Item::Prepared { image: self.preprocess.prepare_decoded(&image), content })
+    }
+}
+
+/// What a scorer of `kind` reads for already-prepared images of one input size (score and serve
+/// from memory, without files or cache).
+pub fn embed_prepared(
+    backbone: &Backbone,
+    kind: EmbeddingKind,
+    levels: &Levels,
+    images: &[&PreparedImage],
+) -> Result<Embeddings> {
+    let paths = vec![PathBuf::new(); images.len()];
+    match kind {
+        EmbeddingKind::Pooled => Ok(Embeddings::Pooled(FeatureSet {
+            paths,
+            levels: levels.clone(),
+            per_level: backbone.pooled(images, levels)?,
+        })),
+        EmbeddingKind::Patches => {
+            let torch = backbone.as_torch().ok_or_else(|| {
+                Error::param("--scorer", "patch features need a CNN backbone (not hlac)")
+            })?;
+            let maps = torch.forward(&torch.batch_tensor(images)?)?;
+            let embedded = patches::patch_embedding(&maps, levels)?.to_device(tch::Device::Cpu);
+            let (h, w, dim) = (
+                embedded.size()[1] as usize,
+                embedded.size()[2] as usize,
+                embedded.size()[3] as usize,
+            );
+            let mut set = PatchSet::empty(levels.clone(), dim);
+            let values = Vec::<f32>::try_from(embedded.contiguous().view(-1))
+                .map_err(|e| Error::torch("patch features", e))?;
+            for (i, path) in paths.into_iter().enumerate() {
+                set.push(path, (h, w), &values[i * h * w * dim..(i + 1) * h * w * dim])?;
+            }
+            Ok(Embeddings::Patches(set))
+        }
+        EmbeddingKind::Cells { grid } => {
+            let Backbone::Hlac(hlac) = backbone else {
+                return Err(Error::param("--scorer", "grid cells are HLAC's positions"));
+            };
+            let dim: usize = levels.as_slice().iter().map(|&l| hlac.info().level_span(l).1).sum();
+            let mut set = PatchSet::empty(levels.clone(), dim);
+            for (image, path) in images.iter().zip(paths) {
+                let values = cells::cell_values(hlac, &hlac.cell_features(image, grid)?, levels);
+                set.push(path, (grid, grid), &values)?;
+            }
+            Ok(Embeddings::Patches(set))
+        }
+        EmbeddingKind::Members => Err(Error::param(
+            "--scorer",
+            "an ensemble's members are embedded by the pipeline, one backbone each",
+        )),
     }
 }
 

@@ -7,6 +7,8 @@
 //!   levels) with respect to the input pixels, as in the original study's code; magnitude.
 //! - `patch` (PaDiM-style): a Gaussian per spatial position over levels 3, 4 and 5 (upsampled
 //!   to level 3's grid and concatenated), fitted on the good training images.
+//! - `knn`: the knn scorer's position scores (distance to the nearest good position in the
+//!   memory bank); a knn run's own bank, or one fitted on a Gaussian run's training images.
 //!
 //! Every map is computed at network resolution, smoothed (Gaussian, σ = 4 px at the input
 //! size) and resized to the image (bilinear).
@@ -19,7 +21,9 @@ use tch::{Device, Kind, Tensor};
 use crate::backbone::{Backbone, TorchBackbone};
 use crate::data::image::PreparedImage;
 use crate::error::{Error, Result};
+use crate::features::patches::patch_embedding;
 use crate::gaussian::GaussianModel;
+use crate::scorer::{FittedScorer, KnnModel, SubspaceModel};
 
 pub use patch::PatchModel;
 
@@ -30,6 +34,8 @@ pub enum Method {
     Feature,
     Gradient,
     Patch,
+    Knn,
+    Subspace,
 }
 
 impl Method {
@@ -38,8 +44,20 @@ impl Method {
             Method::Feature => "feature",
             Method::Gradient => "gradient",
             Method::Patch => "patch",
+            Method::Knn => "knn",
+            Method::Subspace => "subspace",
         }
     }
+}
+
+/// How a batch's image scores are computed: the run's scorer.
+pub enum ImageScorer {
+    /// Summed distances of the pooled levels (Gaussian runs).
+    Gaussians(Vec<(u8, TensorGaussian)>),
+    /// The worst interior position's distance to the memory bank (knn runs).
+    Knn(KnnModel),
+    /// The worst cell's residual outside the good cells' subspace (HLAC subspace runs).
+    Subspace(SubspaceModel),
 }
 
 /// A fitted Gaussian as tensors on the network's device, for batched distances.
@@ -89,6 +107,10 @@ pub enum MapModel {
     /// Gradient of the image score with respect to the input pixels.
     Gradient,
     Patch(PatchModel),
+    /// Position scores against a patch memory bank.
+    Knn(KnnModel),
+    /// HLAC cell residuals outside the good cells' subspace.
+    Subspace(SubspaceModel),
     /// HLAC: one level's Gaussian applied to the HLAC features of each cell of a grid.
     Cells {
         level: u8,
@@ -107,16 +129,25 @@ pub struct BatchMaps {
 impl MapModel {
     /// Maps and image scores of same-sized images: one forward pass (and a backward pass for
     /// `gradient`) for a CNN; whole-image and per-cell features for HLAC.
-    /// `image_gaussians` are the run's per-level Gaussians that define the image score.
+    /// `image_scorer` is the run's scorer, which defines the image score.
     pub fn run(
         &self,
         backbone: &Backbone,
         images: &[&PreparedImage],
-        image_gaussians: &[(u8, TensorGaussian)],
+        image_scorer: &ImageScorer,
     ) -> Result<BatchMaps> {
         match (self, backbone) {
+            (MapModel::Subspace(model), Backbone::Hlac(hlac)) => {
+                let grid = model.params().grid as i64;
+                let embedded = model.cells(hlac, images)?;
+                let maps = model.maps(&embedded)?.unwrap_or_default();
+                let values: Vec<f32> = maps.iter().flat_map(|m| m.values.iter().copied()).collect();
+                let raw = Tensor::from_slice(&values).view([images.len() as i64, grid, grid]);
+                let scores = self.hlac_scores(backbone, images, image_scorer)?;
+                Ok(BatchMaps { raw, scores })
+            }
             (MapModel::Cells { level, gaussian }, Backbone::Hlac(hlac)) => {
-                let scores = self.hlac_scores(backbone, images, image_gaussians)?;
+                let scores = self.hlac_scores(backbone, images, image_scorer)?;
                 let (start, width) = hlac.info().level_span(*level);
                 let mut values = Vec::with_capacity(images.len() * HLAC_GRID * HLAC_GRID * width);
                 for image in images {
@@ -133,26 +164,34 @@ impl MapModel {
                     gaussian.distances(&features)?.view([-1, HLAC_GRID as i64, HLAC_GRID as i64]);
                 Ok(BatchMaps { raw, scores })
             }
-            (MapModel::Cells { .. }, Backbone::Torch(_)) => {
+            (MapModel::Cells { .. } | MapModel::Subspace(_), Backbone::Torch(_)) => {
                 Err(Error::param("--method", "cell maps are for the HLAC backbone"))
             }
             (_, Backbone::Hlac(_)) => Err(Error::param(
                 "--method",
-                "gradient and patch maps need a CNN backbone; HLAC runs support --method feature",
+                "gradient, patch and knn maps need a CNN backbone; HLAC runs support --method feature",
             )),
             (_, Backbone::Torch(torch_backbone)) => {
                 let input = torch_backbone.batch_tensor(images)?;
-                self.run_torch(torch_backbone, &input, image_gaussians)
+                self.run_torch(torch_backbone, &input, image_scorer)
             }
         }
     }
 
+    /// Image scores of an HLAC run: its pooled Gaussians, or its subspace model's worst cell.
     fn hlac_scores(
         &self,
         backbone: &Backbone,
         images: &[&PreparedImage],
-        image_gaussians: &[(u8, TensorGaussian)],
+        image_scorer: &ImageScorer,
     ) -> Result<Vec<f64>> {
+        let image_gaussians = match (image_scorer, backbone) {
+            (ImageScorer::Gaussians(g), _) => g,
+            (ImageScorer::Subspace(model), Backbone::Hlac(hlac)) => {
+                return model.score(&model.cells(hlac, images)?)
+            }
+            _ => return Err(Error::param("--method", "this run's scorer needs a CNN backbone")),
+        };
         let levels =
             crate::backbone::Levels::new(image_gaussians.iter().map(|(l, _)| *l).collect())?;
         let pooled = backbone.pooled(images, &levels)?;
@@ -174,7 +213,7 @@ impl MapModel {
         &self,
         backbone: &TorchBackbone,
         input: &Tensor,
-        image_gaussians: &[(u8, TensorGaussian)],
+        image_scorer: &ImageScorer,
     ) -> Result<BatchMaps> {
         let tracked = matches!(self, MapModel::Gradient);
         let leaf =
@@ -182,12 +221,28 @@ impl MapModel {
         let levels =
             if tracked { backbone.forward_tracked(&leaf)? } else { backbone.forward(&leaf)? };
         let mut total = Tensor::zeros([input.size()[0]], (Kind::Float, input.device()));
-        for (level, gaussian) in image_gaussians {
-            let pooled = levels[*level as usize - 1]
-                .f_mean_dim(&[2i64, 3][..], false, Kind::Float)
-                .map_err(torch("image score"))?;
-            // Out of place: in the gradient method, `total` is part of the autograd graph.
-            total = total.f_add(&gaussian.distances(&pooled)?).map_err(torch("image score"))?;
+        let mut knn_scores = None;
+        match image_scorer {
+            ImageScorer::Gaussians(image_gaussians) => {
+                for (level, gaussian) in image_gaussians {
+                    let pooled = levels[*level as usize - 1]
+                        .f_mean_dim(&[2i64, 3][..], false, Kind::Float)
+                        .map_err(torch("image score"))?;
+                    // Out of place: in the gradient method, `total` is part of the autograd graph.
+                    total =
+                        total.f_add(&gaussian.distances(&pooled)?).map_err(torch("image score"))?;
+                }
+            }
+            ImageScorer::Knn(_) if tracked => return Err(Error::param(
+                "--method",
+                "gradient maps differentiate a Gaussian run's score; use --method knn for knn runs",
+            )),
+            ImageScorer::Knn(knn) => {
+                knn_scores = Some(tch::no_grad(|| knn_position_maps(knn, &levels))?.1);
+            }
+            ImageScorer::Subspace(_) => {
+                return Err(Error::param("--method", "subspace runs are HLAC runs"))
+            }
         }
         let raw = match self {
             MapModel::Feature { level, gaussian } => tch::no_grad(|| {
@@ -205,15 +260,36 @@ impl MapModel {
                 grad.pow_tensor_scalar(2).sum_dim_intlist(1, false, Kind::Float).sqrt()
             }
             MapModel::Patch(model) => tch::no_grad(|| model.maps_from_levels(&levels))?,
-            MapModel::Cells { .. } => {
+            MapModel::Knn(knn) => tch::no_grad(|| knn_position_maps(knn, &levels))?.0,
+            MapModel::Cells { .. } | MapModel::Subspace(_) => {
                 return Err(Error::param("--method", "cell maps are for the HLAC backbone"))
             }
         };
-        let scores = Vec::<f32>::try_from(total.detach().to_device(Device::Cpu).contiguous())
-            .map_err(torch("image score"))?
-            .into_iter()
-            .map(f64::from)
-            .collect();
+        let scores = match knn_scores {
+            Some(scores) => scores,
+            None => Vec::<f32>::try_from(total.detach().to_device(Device::Cpu).contiguous())
+                .map_err(torch("image score"))?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+        };
         Ok(BatchMaps { raw: raw.detach().to_device(Device::Cpu).to_kind(Kind::Float), scores })
     }
+}
+
+/// Position scores `n × h × w` (CPU) and image scores of a batch under a knn model, from the
+/// batch's nine level maps: the same patch features and scores as the knn scorer's.
+pub fn knn_position_maps(knn: &KnnModel, levels: &[Tensor]) -> Result<(Tensor, Vec<f64>)> {
+    let embedded = patch_embedding(levels, knn.levels())?.to_device(Device::Cpu);
+    let (n, h, w, d) =
+        (embedded.size()[0], embedded.size()[1], embedded.size()[2], embedded.size()[3]);
+    let scores = knn.position_scores(&embedded.view([n * h * w, d]))?.view([n, h, w]);
+    let image_scores = (0..n)
+        .map(|i| {
+            let values = Vec::<f32>::try_from(scores.get(i).contiguous().view(-1))
+                .map_err(torch("knn map"))?;
+            knn.image_score(&values, h as usize, w as usize)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((scores, image_scores))
 }

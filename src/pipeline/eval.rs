@@ -17,16 +17,19 @@ use std::time::Instant;
 
 use crate::backbone::Backbone;
 use crate::backbone::Levels;
+use crate::data::image::Preprocess;
 use crate::data::split::stratified_folds;
 use crate::data::{Category, Layout, Sample, Split};
 use crate::error::{Error, Result};
 use crate::features::cells::hlac_cell_features;
 use crate::features::FeatureSpec;
-use crate::features::{FeatureSet, OnBadImage};
+use crate::features::{Embeddings, FeatureSet, OnBadImage};
 use crate::gaussian::{GaussianParams, MultiLevelGaussian};
 use crate::metrics::{best_f1_threshold, roc_auc, roc_curve, Confusion, RocPoint, Summary};
+use crate::pipeline::embed::Embedder;
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
+use crate::scorer::ScorerSpec;
 use crate::threshold::QuantileThreshold;
 
 /// Version of `metrics.json`.
@@ -45,6 +48,7 @@ pub struct EvalParams {
     pub data_root: PathBuf,
     pub category: String,
     pub features: FeatureSpec,
+    pub scorer: ScorerSpec,
     pub protocol: Protocol,
     pub folds: usize,
     pub seed: u64,
@@ -61,6 +65,12 @@ impl EvalParams {
     fn check(&self) -> Result<()> {
         if self.repeats == 0 {
             return Err(Error::param("--repeats", "must be at least 1"));
+        }
+        if self.grid.is_some() && self.scorer != ScorerSpec::Gaussian {
+            return Err(Error::param(
+                "--grid",
+                "HLAC's grid mode scores cells with one shared Gaussian; drop --scorer",
+            ));
         }
         if self.grid.is_some() && self.features.backbone != "hlac" {
             return Err(Error::param(
@@ -166,6 +176,7 @@ pub struct EvalReport {
     pub precision: String,
     pub levels: Levels,
     pub input: String,
+    pub scorer: ScorerSpec,
     pub folds: usize,
     pub images: usize,
     pub good_images: usize,
@@ -181,11 +192,44 @@ pub struct EvalReport {
     pub seconds: f64,
 }
 
+/// What [`evaluate_keeping_inputs`] opened and computed that a review page reuses, so it need
+/// not run the network on every image again.
+pub struct EvalInputs {
+    pub backbone: Backbone,
+    pub preprocess: Preprocess,
+    /// Pooled features of the evaluation's levels: fit images first (`mvtec`), then the judged
+    /// images in the order of each run's samples.
+    pub features: FeatureSet,
+}
+
 pub fn evaluate(
     params: &EvalParams,
     runtime: &Runtime,
     progress: &dyn Progress,
 ) -> Result<EvalReport> {
+    run_evaluation(params, runtime, progress, false).map(|(report, _)| report)
+}
+
+/// [`evaluate`], also returning the opened backbone and the pooled features (for the review
+/// page).
+pub fn evaluate_keeping_inputs(
+    params: &EvalParams,
+    runtime: &Runtime,
+    progress: &dyn Progress,
+) -> Result<(EvalReport, EvalInputs)> {
+    let (report, inputs) = run_evaluation(params, runtime, progress, true)?;
+    let inputs = inputs.ok_or_else(|| Error::numeric("eval", "review inputs were not kept"))?;
+    Ok((report, inputs))
+}
+
+/// The evaluation; with `keep_inputs`, also what the review page reuses. Without it no pooled
+/// features are extracted beyond what the scorer reads.
+fn run_evaluation(
+    params: &EvalParams,
+    runtime: &Runtime,
+    progress: &dyn Progress,
+    keep_inputs: bool,
+) -> Result<(EvalReport, Option<EvalInputs>)> {
     let started = Instant::now();
     params.check()?;
     let category = Category::discover(&params.data_root, &params.category)?;
@@ -214,25 +258,27 @@ pub fn evaluate(
         ));
     }
 
-    let (backbone, preprocess) = runtime.open_backbone(&params.features)?;
-    let extractor = runtime.extractor(&backbone, &preprocess, &params.features.levels)?;
+    let embedder = Embedder::open(runtime, &params.features, &params.scorer)?;
+    let (backbone, preprocess) = (&embedder.primary().backbone, &embedder.primary().preprocess);
     let mut paths: Vec<PathBuf> = fit_samples.iter().map(|s| s.path.clone()).collect();
     paths.extend(judged.iter().map(|s| s.path.clone()));
     let feature_started = Instant::now();
-    let extraction = extractor.extract(&paths, OnBadImage::Stop, progress)?;
-    let scorer = match (params.grid, &backbone) {
-        (Some(grid), Backbone::Hlac(hlac)) => Scorer::Cells {
-            features: hlac_cell_features(
+    let (scorer, cache_hits) = match (params.grid, backbone) {
+        (Some(grid), Backbone::Hlac(hlac)) => {
+            let features = hlac_cell_features(
                 hlac,
-                &preprocess,
+                preprocess,
                 &paths,
                 &params.features.levels,
                 grid,
                 progress,
-            )?,
-            cells: grid * grid,
-        },
-        _ => Scorer::Pooled(extraction.features),
+            )?;
+            (Scorer::Cells { features, cells: grid * grid }, 0)
+        }
+        _ => {
+            let (embeddings, _, cache_hits) = embedder.embed(&paths, OnBadImage::Stop, progress)?;
+            (Scorer::Embedded { embeddings, spec: params.scorer.clone() }, cache_hits)
+        }
     };
     let feature_seconds = feature_started.elapsed().as_secs_f64();
     let fit_images: Vec<usize> = (0..fit_samples.len()).collect();
@@ -264,7 +310,7 @@ pub fn evaluate(
         )?],
     };
     let spread = if runs.len() > 1 { spreads(&runs) } else { BTreeMap::new() };
-    Ok(EvalReport {
+    let report = EvalReport {
         version: EVAL_FORMAT_VERSION,
         category: params.category.clone(),
         data_root: params.data_root.clone(),
@@ -273,6 +319,7 @@ pub fn evaluate(
         precision: backbone.precision().to_string(),
         levels: params.features.levels.clone(),
         input: format!("{} ({:?})", preprocess.size, preprocess.aspect).to_lowercase(),
+        scorer: params.scorer.clone(),
         folds: if params.protocol == Protocol::Cv { params.folds } else { 1 },
         images: judged.len(),
         good_images: judged.len() - defective_count,
@@ -282,12 +329,32 @@ pub fn evaluate(
         spread,
         feature_seconds,
         extracted_images: paths.len(),
-        cache_hits: extraction.cache_hits,
+        cache_hits,
         seconds: started.elapsed().as_secs_f64(),
-    })
+    };
+    if !keep_inputs {
+        return Ok((report, None));
+    }
+    // The review page maps images with fold Gaussians of pooled features: the scorer's own
+    // embeddings when it reads those, else the pooled features (a cache hit after a patch pass).
+    let features = match scorer {
+        Scorer::Embedded { embeddings: Embeddings::Pooled(features), .. } => features,
+        _ => {
+            let opened = embedder.primary();
+            runtime
+                .extractor(&opened.backbone, &opened.preprocess, &params.features.levels)?
+                .extract(&paths, OnBadImage::Stop, progress)?
+                .features
+        }
+    };
+    let opened = embedder.into_primary();
+    Ok((
+        report,
+        Some(EvalInputs { backbone: opened.backbone, preprocess: opened.preprocess, features }),
+    ))
 }
 
-fn cross_validate(
+pub(crate) fn cross_validate(
     samples: &[&Sample],
     scorer: &Scorer,
     images: &[usize],
@@ -323,6 +390,21 @@ fn cross_validate(
             training_scores,
         });
     }
+    judge_folds(samples, scores, labels, &assignment, folds, seed, fold_results)
+}
+
+/// The figures of out-of-fold `scores` (one per sample; `assignment` gives each sample's fold):
+/// AUC, summaries, the oracle threshold and the honest one (each fold judged at the threshold
+/// that is F1-optimal on the other folds' scores).
+pub(crate) fn judge_folds(
+    samples: &[&Sample],
+    scores: Vec<f64>,
+    labels: &[bool],
+    assignment: &[usize],
+    folds: usize,
+    seed: u64,
+    fold_results: Vec<FoldResult>,
+) -> Result<RunMetrics> {
     // Honest: each fold judged at the threshold that is F1-optimal on the other folds' scores.
     let mut honest_confusion = Confusion::default();
     let mut honest_thresholds = Vec::new();
@@ -352,7 +434,7 @@ fn cross_validate(
     let scored = samples
         .iter()
         .zip(&scores)
-        .zip(&assignment)
+        .zip(assignment)
         .map(|((s, &score), &fold)| ScoredSample {
             path: s.path.clone(),
             defect_type: s.defect_type.clone(),
@@ -422,51 +504,46 @@ fn fold_too_small(fold: usize, images: usize) -> Error {
 }
 
 /// Fits on some images and scores others, by image index into the extracted set.
-enum Scorer {
-    /// One feature vector per image.
-    Pooled(FeatureSet),
-    /// `cells` rows per image (grid cells); one Gaussian for all cells; an image scores as its
-    /// highest cell. Shared rather than per cell: with a few hundred good images a per-cell
-    /// Gaussian of up to 300 dimensions would rest on one sample per image and cell position,
-    /// while sharing pools `cells` times more samples and does not assume the parts are aligned.
+pub(crate) enum Scorer {
+    /// The run's scorer on what it reads.
+    Embedded { embeddings: Embeddings, spec: ScorerSpec },
+    /// HLAC grid mode: `cells` rows per image (grid cells); one Gaussian for all cells; an image
+    /// scores as its highest cell. Shared rather than per cell: with a few hundred good images a
+    /// per-cell Gaussian of up to 300 dimensions would rest on one sample per image and cell
+    /// position, while sharing pools `cells` times more samples and does not assume the parts
+    /// are aligned.
     Cells { features: FeatureSet, cells: usize },
 }
 
 impl Scorer {
-    fn rows(&self, images: &[usize]) -> Vec<usize> {
-        match self {
-            Scorer::Pooled(_) => images.to_vec(),
-            Scorer::Cells { cells, .. } => {
-                images.iter().flat_map(|&i| i * cells..(i + 1) * cells).collect()
-            }
-        }
-    }
-
-    fn features(&self) -> &FeatureSet {
-        match self {
-            Scorer::Pooled(features) | Scorer::Cells { features, .. } => features,
-        }
-    }
-
     /// Fits on `training` images, then scores each list of `targets`.
-    fn fit_score<const N: usize>(
+    pub(crate) fn fit_score<const N: usize>(
         &self,
         training: &[usize],
         targets: [&[usize]; N],
         gaussian: &GaussianParams,
     ) -> Result<[Vec<f64>; N]> {
-        let features = self.features();
-        let model = MultiLevelGaussian::fit(&features.select(&self.rows(training)), gaussian)?;
         let mut out: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
-        for (slot, images) in out.iter_mut().zip(targets) {
-            let row_scores = model.score(&features.select(&self.rows(images)))?.to_vec();
-            *slot = match self {
-                Scorer::Pooled(_) => row_scores,
-                Scorer::Cells { cells, .. } => row_scores
-                    .chunks(*cells)
-                    .map(|c| c.iter().copied().fold(f64::NEG_INFINITY, f64::max))
-                    .collect(),
-            };
+        match self {
+            Scorer::Embedded { embeddings, spec } => {
+                let fitted = spec.scorer()?.fit(&embeddings.select(training))?;
+                for (slot, images) in out.iter_mut().zip(targets) {
+                    *slot = fitted.score(&embeddings.select(images))?;
+                }
+            }
+            Scorer::Cells { features, cells } => {
+                let rows = |images: &[usize]| -> Vec<usize> {
+                    images.iter().flat_map(|&i| i * cells..(i + 1) * cells).collect()
+                };
+                let model = MultiLevelGaussian::fit(&features.select(&rows(training)), gaussian)?;
+                for (slot, images) in out.iter_mut().zip(targets) {
+                    let row_scores = model.score(&features.select(&rows(images)))?.to_vec();
+                    *slot = row_scores
+                        .chunks(*cells)
+                        .map(|c| c.iter().copied().fold(f64::NEG_INFINITY, f64::max))
+                        .collect();
+                }
+            }
         }
         Ok(out)
     }

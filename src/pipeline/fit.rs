@@ -8,11 +8,12 @@ use crate::data::Category;
 use crate::error::{Error, Result};
 use crate::features::FeatureSpec;
 use crate::features::OnBadImage;
-use crate::gaussian::{GaussianParams, MultiLevelGaussian};
 use crate::model::{self, BackboneRef, LevelSummary, ModelMeta, RunModel, MODEL_FORMAT_VERSION};
+use crate::pipeline::embed::Embedder;
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
 use crate::report::atomic::{self, StagingDir};
+use crate::scorer::ScorerSpec;
 use crate::threshold::{QuantileThreshold, MIN_FIT_IMAGES};
 
 /// What to fit and how.
@@ -21,11 +22,14 @@ pub struct FitParams {
     pub data_root: PathBuf,
     pub category: String,
     pub features: FeatureSpec,
+    pub scorer: ScorerSpec,
     pub threshold: QuantileThreshold,
     /// Run folder to write (replaced atomically when the fit succeeds).
     pub out: PathBuf,
     /// Where `latest` is recorded.
     pub runs_root: PathBuf,
+    /// Set when the pipeline comes from `anodet tune` (recorded in `model.json`).
+    pub tuned: Option<model::TunedFrom>,
 }
 
 /// The outcome of a fit.
@@ -43,6 +47,12 @@ pub struct FitReport {
     pub precision: String,
     pub levels: Levels,
     pub input: String,
+    pub scorer: ScorerSpec,
+    /// Memory bank entries and megabytes (knn).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bank_rows: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bank_mb: Option<f64>,
     pub threshold: crate::threshold::Threshold,
     pub training_scores: ScoreSummary,
     pub seconds: f64,
@@ -73,47 +83,54 @@ pub fn fit(params: &FitParams, runtime: &Runtime, progress: &dyn Progress) -> Re
     }
     // Claim the output folder before the long work, so an unwritable one fails at once.
     let staging = StagingDir::new(&params.out)?;
-    let (backbone, preprocess) = runtime.open_backbone(&params.features)?;
-    let extractor = runtime.extractor(&backbone, &preprocess, &params.features.levels)?;
-    let features = extractor.extract(&training, OnBadImage::Stop, progress)?.features;
-    let gaussian_params = GaussianParams::new();
-    let gaussians = MultiLevelGaussian::fit(&features, &gaussian_params)?;
-    let (training_scores, threshold) = params.threshold.choose(&features, &gaussian_params)?;
+    let embedder = Embedder::open(runtime, &params.features, &params.scorer)?;
+    let (embeddings, _, _) = embedder.embed(&training, OnBadImage::Stop, progress)?;
+    let (backbone, preprocess) = (&embedder.primary().backbone, &embedder.primary().preprocess);
+    let scorer = params.scorer.scorer()?;
+    let fitted = scorer.fit(&embeddings)?;
+    let (training_scores, threshold) =
+        params.threshold.choose_with(embeddings.len(), |training, held_out| {
+            scorer.fit(&embeddings.select(training))?.score(&embeddings.select(held_out))
+        })?;
 
     let info = backbone.info();
     let meta = ModelMeta {
         version: MODEL_FORMAT_VERSION,
         anodet_version: env!("CARGO_PKG_VERSION").into(),
         category: params.category.clone(),
-        backbone: BackboneRef {
-            name: info.name.clone(),
-            architecture: info.architecture.clone(),
-            torchscript_sha256: backbone.sha256().to_string(),
-            weights: info.weights.clone(),
-        },
+        backbone: BackboneRef::of(backbone),
         levels: params.features.levels.clone(),
         preprocess: preprocess.clone(),
+        scorer: params.scorer.clone(),
         covariance: "Ledoit-Wolf shrinkage (as sklearn.covariance.LedoitWolf), per level".into(),
-        score:
-            "Mahalanobis distance sqrt((x-mean)' precision (x-mean)) of the global-average-pooled \
-                features, summed over levels"
-                .into(),
+        score: params.scorer.description(),
         threshold: threshold.clone(),
-        gaussians: params
-            .features
-            .levels
-            .as_slice()
-            .iter()
-            .zip(gaussians.models())
-            .map(|(&level, m)| LevelSummary {
-                level,
-                dimensions: m.dim(),
-                images: m.count(),
-                shrinkage: m.shrinkage(),
+        gaussians: fitted
+            .gaussians()
+            .map(|g| {
+                params
+                    .features
+                    .levels
+                    .as_slice()
+                    .iter()
+                    .zip(g.models())
+                    .map(|(&level, m)| LevelSummary {
+                        level,
+                        dimensions: m.dim(),
+                        images: m.count(),
+                        shrinkage: m.shrinkage(),
+                    })
+                    .collect()
             })
-            .collect(),
+            .unwrap_or_default(),
+        members: embedder.member_records(),
+        tuned: params.tuned.clone(),
     };
-    let run = RunModel { meta, gaussians };
+    let (bank_rows, bank_mb) = match fitted.knn() {
+        Some(knn) => (Some(knn.bank_rows()), Some(knn.bank_bytes() as f64 / 1e6)),
+        None => (None, None),
+    };
+    let run = RunModel { meta, scorer: fitted };
     run.save(staging.path())?;
 
     let sorted = {
@@ -133,6 +150,9 @@ pub fn fit(params: &FitParams, runtime: &Runtime, progress: &dyn Progress) -> Re
         precision: backbone.precision().to_string(),
         levels: params.features.levels.clone(),
         input: format!("{} ({:?})", preprocess.size, preprocess.aspect).to_lowercase(),
+        scorer: params.scorer.clone(),
+        bank_rows,
+        bank_mb,
         threshold,
         training_scores: ScoreSummary {
             min: sorted[0],

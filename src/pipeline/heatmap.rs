@@ -15,13 +15,14 @@ use crate::error::{Error, Result};
 use crate::features::OnBadImage;
 use crate::gaussian::GaussianParams;
 use crate::heatmap::patch::PatchAccumulator;
-use crate::heatmap::{smooth, MapModel, Method, PatchModel, TensorGaussian};
+use crate::heatmap::{smooth, ImageScorer, MapModel, Method, PatchModel, TensorGaussian};
 use crate::metrics::pro::{pro_auc, LabelledMap};
 use crate::metrics::roc_auc;
 use crate::model::{RunModel, FIT_JSON};
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
 use crate::report::atomic;
+use crate::scorer::{KnnParams, ScorerSpec};
 use crate::threshold::quantile;
 
 /// The fixed colour scale of a run's maps, from its good training images, so that a good image
@@ -47,7 +48,7 @@ pub struct Heatmapper {
     pub level: Option<u8>,
     backbone: Backbone,
     model: MapModel,
-    image_gaussians: Vec<(u8, TensorGaussian)>,
+    image_scorer: ImageScorer,
     pub scale: MapScale,
     batch_size: usize,
 }
@@ -92,14 +93,29 @@ impl Heatmapper {
         )?;
         run.check_backbone(run_dir, &backbone)?;
         let device = backbone.device();
-        let image_gaussians = run
-            .meta
-            .levels
-            .as_slice()
-            .iter()
-            .zip(run.gaussians.models())
-            .map(|(&l, g)| Ok((l, TensorGaussian::new(g, device)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let image_scorer = match (run.scorer.gaussians(), run.scorer.knn()) {
+            _ if run.scorer.subspace().is_some() => {
+                ImageScorer::Subspace(run.scorer.subspace().cloned().ok_or_else(|| {
+                    Error::param("--method", "subspace model missing")
+                })?)
+            }
+            (Some(gaussians), _) => ImageScorer::Gaussians(
+                run.meta
+                    .levels
+                    .as_slice()
+                    .iter()
+                    .zip(gaussians.models())
+                    .map(|(&l, g)| Ok((l, TensorGaussian::new(g, device)?)))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            (None, Some(knn)) => ImageScorer::Knn(knn.share()),
+            (None, None) => {
+                return Err(Error::param(
+                    "--model",
+                    "an ensemble run has no map of its own; fit a member's scorer alone to draw its maps",
+                ))
+            }
+        };
         let level = match method {
             Method::Feature => {
                 Some(level.unwrap_or(*run.meta.levels.as_slice().last().unwrap_or(&7)))
@@ -109,10 +125,22 @@ impl Heatmapper {
         if let Some(l) = level {
             Levels::new(vec![l])?;
         }
-        if method != Method::Feature && backbone.as_torch().is_none() {
+        if method == Method::Subspace && backbone.as_torch().is_some() {
             return Err(Error::param(
                 "--method",
-                "gradient and patch maps need a CNN backbone; HLAC runs support --method feature",
+                "subspace maps are HLAC's; CNN runs have knn and patch",
+            ));
+        }
+        if !matches!(method, Method::Feature | Method::Subspace) && backbone.as_torch().is_none() {
+            return Err(Error::param(
+                "--method",
+                "gradient, patch and knn maps need a CNN backbone; HLAC runs support --method feature",
+            ));
+        }
+        if method == Method::Gradient && matches!(image_scorer, ImageScorer::Knn(_)) {
+            return Err(Error::param(
+                "--method",
+                "gradient maps differentiate a Gaussian run's score; use --method knn for knn runs",
             ));
         }
         if method == Method::Patch && run.meta.preprocess.aspect == Aspect::Keep {
@@ -126,12 +154,14 @@ impl Heatmapper {
             Method::Gradient => MapModel::Gradient,
             Method::Feature => {
                 let l = level.unwrap_or(7);
-                match run.meta.levels.as_slice().iter().position(|&x| x == l) {
-                    Some(i) => feature_model(
-                        &backbone,
-                        l,
-                        TensorGaussian::new(&run.gaussians.models()[i], device)?,
-                    ),
+                let own = run.scorer.gaussians().and_then(|g| {
+                    let i = run.meta.levels.as_slice().iter().position(|&x| x == l)?;
+                    g.models().get(i)
+                });
+                match own {
+                    Some(gaussian) => {
+                        feature_model(&backbone, l, TensorGaussian::new(gaussian, device)?)
+                    }
                     // A level the run was not fitted on: fit it on the run's training images.
                     None => {
                         fit_map_model(
@@ -147,6 +177,20 @@ impl Heatmapper {
                     }
                 }
             }
+            Method::Subspace => match run.scorer.subspace() {
+                Some(model) => MapModel::Subspace(model.clone()),
+                None => {
+                    fit_map_model(method, level, &run, &backbone, &training()?, runtime, progress)?
+                        .0
+                }
+            },
+            Method::Knn => match run.scorer.knn() {
+                Some(knn) => MapModel::Knn(knn.share()),
+                None => {
+                    fit_map_model(method, level, &run, &backbone, &training()?, runtime, progress)?
+                        .0
+                }
+            },
             Method::Patch => {
                 let file = run_dir.join("heatmap-patch.safetensors");
                 if file.is_file() {
@@ -156,7 +200,7 @@ impl Heatmapper {
                         &backbone,
                         &run,
                         &training()?,
-                        runtime.batch_size,
+                        runtime.batch_size_for(backbone.device()),
                         progress,
                     )?;
                     model.save(&file)?;
@@ -170,9 +214,9 @@ impl Heatmapper {
             level,
             backbone,
             model,
-            image_gaussians,
+            image_scorer,
             scale: MapScale { method, level, low: 0.0, high: 1.0, images: 0 },
-            batch_size: runtime.batch_size.max(1),
+            batch_size: runtime.batch_size_for(device).max(1),
         };
         let scale_file = run_dir.join(match level {
             Some(l) => format!("heatmap-{}-level{l}.json", method.name()),
@@ -198,7 +242,7 @@ impl Heatmapper {
 
     /// Smoothed maps at the network input size and image scores, for same-sized images.
     pub fn maps_at_input(&self, images: &[&PreparedImage]) -> Result<(Vec<Tensor>, Vec<f64>)> {
-        let batch = self.model.run(&self.backbone, images, &self.image_gaussians)?;
+        let batch = self.model.run(&self.backbone, images, &self.image_scorer)?;
         let (width, height) =
             images.first().map(|i| (i.width as i64, i.height as i64)).unwrap_or((1, 1));
         let smoothed = smooth::to_input_size(&batch.raw, height, width)?;
@@ -295,7 +339,7 @@ impl Heatmapper {
                 format!("{} good images are too few for a map scale", training.len()),
             ));
         }
-        let (model, gaussians) = fit_map_model(
+        let (model, image_scorer) = fit_map_model(
             self.method,
             self.level,
             &self.run,
@@ -319,7 +363,7 @@ impl Heatmapper {
                 groups.entry((image.width, image.height)).or_default().push(image);
             }
             for images in groups.values() {
-                let batch = model.run(&self.backbone, images, &gaussians)?;
+                let batch = model.run(&self.backbone, images, &image_scorer)?;
                 let (width, height) = (images[0].width as i64, images[0].height as i64);
                 let smoothed = smooth::to_input_size(&batch.raw, height, width)?;
                 values.extend(smooth::to_vec(&smoothed.view(-1))?.into_iter().map(f64::from));
@@ -333,7 +377,8 @@ impl Heatmapper {
     }
 }
 
-/// Fits a map model and the image-score Gaussians of the run's levels on `paths` alone.
+/// Fits a map model and the image-score Gaussians of the run's levels on `paths` alone (the
+/// gradient method differentiates those; the others only need the map).
 fn fit_map_model(
     method: Method,
     level: Option<u8>,
@@ -342,8 +387,20 @@ fn fit_map_model(
     paths: &[PathBuf],
     runtime: &Runtime,
     progress: &dyn Progress,
-) -> Result<(MapModel, Vec<(u8, TensorGaussian)>)> {
+) -> Result<(MapModel, ImageScorer)> {
     let device = backbone.device();
+    if method == Method::Subspace {
+        let params = run.scorer.subspace().map(|m| m.params().clone()).unwrap_or_default();
+        let extractor = runtime.extractor(backbone, &run.meta.preprocess, &run.meta.levels)?;
+        let (cells, _, _) = extractor.embed(
+            paths,
+            crate::features::EmbeddingKind::Cells { grid: params.grid },
+            OnBadImage::Stop,
+            progress,
+        )?;
+        let model = params.fit_cells(cells.patches()?)?;
+        return Ok((MapModel::Subspace(model.clone()), ImageScorer::Subspace(model)));
+    }
     let mut wanted: Vec<u8> = run.meta.levels.as_slice().to_vec();
     wanted.extend(level);
     let extractor = runtime.extractor(backbone, &run.meta.preprocess, &Levels::new(wanted)?)?;
@@ -367,11 +424,31 @@ fn fit_map_model(
             let l = level.unwrap_or(7);
             feature_model(backbone, l, gaussian_of(l)?)
         }
-        Method::Patch => {
-            MapModel::Patch(fit_patch_model(backbone, run, paths, runtime.batch_size, progress)?)
+        Method::Patch => MapModel::Patch(fit_patch_model(
+            backbone,
+            run,
+            paths,
+            runtime.batch_size_for(backbone.device()),
+            progress,
+        )?),
+        Method::Subspace => unreachable!("handled above"),
+        Method::Knn => {
+            // A knn run's own settings, else the knn scorer's defaults.
+            let (params, levels) = match run.scorer.knn() {
+                Some(knn) => (knn.params().clone(), knn.levels().clone()),
+                None => {
+                    let params = KnnParams::default();
+                    let levels = ScorerSpec::Knn(params.clone()).default_levels();
+                    (params, levels)
+                }
+            };
+            let extractor = runtime.extractor(backbone, &run.meta.preprocess, &levels)?;
+            let (patches, _, _) =
+                extractor.extract_patches(paths, &levels, OnBadImage::Stop, progress)?;
+            MapModel::Knn(params.fit_patches(&patches)?)
         }
     };
-    Ok((model, image_gaussians))
+    Ok((model, ImageScorer::Gaussians(image_gaussians)))
 }
 
 /// The category a run was fitted on, found again in the data folder recorded in its fit.json.
@@ -425,9 +502,10 @@ fn fit_patch_model(
     }
     let mut accumulator = PatchAccumulator::new();
     progress.start(training.len() as u64, "fitting patch model");
+    let preprocess = &run.meta.preprocess;
     for chunk in training.chunks(batch_size.max(1)) {
         let prepared =
-            chunk.par_iter().map(|p| run.meta.preprocess.prepare(p)).collect::<Result<Vec<_>>>()?;
+            chunk.par_iter().map(|p| preprocess.prepare(p)).collect::<Result<Vec<_>>>()?;
         let images: Vec<&PreparedImage> = prepared.iter().collect();
         let levels = torch_backbone.forward(&torch_backbone.batch_tensor(&images)?)?;
         let (features, grid) = crate::heatmap::patch::patch_features(&levels)?;

@@ -1,10 +1,14 @@
 //! Orchestration of the verbs: each function checks its params, then runs data → backbone →
 //! features → Gaussian → threshold, and returns plain results the CLI prints.
 
+pub mod embed;
 pub mod eval;
 pub mod fit;
 pub mod heatmap;
+pub mod inspector;
+pub mod review;
 pub mod score;
+pub mod tune;
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +25,8 @@ use crate::features::{all_levels_width, preprocess_for, Extractor, FeatureCache,
 pub struct Runtime {
     pub models_dir: PathBuf,
     pub device: DeviceSpec,
-    pub batch_size: usize,
+    /// Images per forward pass (`None`: [`default_batch_size`] for the device).
+    pub batch_size: Option<usize>,
     /// Feature cache folder for fit and eval (`None`: always run the network).
     pub cache_root: Option<PathBuf>,
     pub precision: Precision,
@@ -65,34 +70,59 @@ impl Runtime {
         needs_autograd: bool,
     ) -> Result<Backbone> {
         let device = self.device.resolve()?;
-        let variant = self.choose_variant(&files.info, preprocess, device, needs_autograd)?;
+        if device.is_cuda() {
+            let backbone = TorchBackbone::load(files, device)?;
+            return Ok(Backbone::Torch(if self.cuda_autocast(needs_autograd)? {
+                backbone.with_cuda_autocast()?
+            } else {
+                backbone
+            }));
+        }
+        let variant = self.choose_variant(&files.info, preprocess, needs_autograd)?;
         Ok(Backbone::Torch(TorchBackbone::load_variant(files, device, variant)?))
     }
 
-    /// The fastest variant that computes what was asked: bf16 (CPU only; every input size unless
-    /// an old export traced it at one), frozen fp32 (CPU only, any size), or the plain fp32 file
-    /// (any device, autograd).
+    /// Images per forward pass on `device`: `--batch`, else [`default_batch_size`].
+    pub fn batch_size_for(&self, device: tch::Device) -> usize {
+        self.batch_size.unwrap_or_else(|| default_batch_size(device))
+    }
+
+    /// CUDA runs the plain fp32 file, under fp16 autocast unless fp32 was asked for or gradient
+    /// maps need it.
+    fn cuda_autocast(&self, needs_autograd: bool) -> Result<bool> {
+        match self.precision {
+            Precision::Auto => Ok(!needs_autograd),
+            Precision::Fp32 => Ok(false),
+            Precision::Fp16 if needs_autograd => {
+                Err(Error::param("--precision", "gradient maps need --precision fp32"))
+            }
+            Precision::Fp16 => Ok(true),
+            Precision::Bf16 => Err(Error::param(
+                "--precision",
+                "bf16 is anodet's CPU path; on CUDA use fp16 (autocast) or fp32",
+            )),
+        }
+    }
+
+    /// The fastest CPU variant that computes what was asked: bf16 (every input size unless an
+    /// old export traced it at one), frozen fp32 (any size), or the plain fp32 file (autograd).
     fn choose_variant(
         &self,
         info: &BackboneInfo,
         preprocess: &Preprocess,
-        device: tch::Device,
         needs_autograd: bool,
     ) -> Result<Option<&'static str>> {
-        let on_cpu = device == tch::Device::Cpu;
         let size = [preprocess.size.height, preprocess.size.width];
         let bf16 = info.variants.get("bf16");
         let bf16_fits = bf16.is_some_and(|v| v.serves(size, preprocess.aspect));
-        let fp32 = if on_cpu && !needs_autograd && info.variants.contains_key("fp32_frozen") {
+        let fp32 = if !needs_autograd && info.variants.contains_key("fp32_frozen") {
             Some("fp32_frozen")
         } else {
             None
         };
         match self.precision {
             Precision::Bf16 => {
-                let refusal = if !on_cpu {
-                    Some("bf16 is anodet's CPU path; on CUDA use --precision fp32".to_string())
-                } else if needs_autograd {
+                let refusal = if needs_autograd {
                     Some("gradient maps need --precision fp32".to_string())
                 } else if bf16.is_none() {
                     Some(format!(
@@ -114,10 +144,12 @@ impl Runtime {
                     None => Ok(Some("bf16")),
                 }
             }
-            Precision::Auto if on_cpu && !needs_autograd && bf16_fits && cpu_has_bf16() => {
-                Ok(Some("bf16"))
-            }
+            Precision::Auto if !needs_autograd && bf16_fits && cpu_has_bf16() => Ok(Some("bf16")),
             Precision::Auto | Precision::Fp32 => Ok(fp32),
+            Precision::Fp16 => Err(Error::param(
+                "--precision",
+                "fp16 is anodet's CUDA path (autocast); on the CPU use bf16 or fp32",
+            )),
         }
     }
 
@@ -132,7 +164,7 @@ impl Runtime {
             backbone,
             preprocess: preprocess.clone(),
             levels: levels.clone(),
-            batch_size: self.batch_size,
+            batch_size: self.batch_size_for(backbone.device()),
             cache: self.feature_cache(backbone, preprocess)?,
         })
     }
@@ -154,6 +186,16 @@ impl Runtime {
                 )
             })
             .transpose()
+    }
+}
+
+/// Images per forward pass unless `--batch` says otherwise: 64 on CUDA (the GPU is busy only
+/// with large batches), 16 on the CPU (larger batches are no faster there and need more memory).
+pub fn default_batch_size(device: tch::Device) -> usize {
+    if device.is_cuda() {
+        64
+    } else {
+        16
     }
 }
 
@@ -204,7 +246,7 @@ mod tests {
         Runtime {
             models_dir: PathBuf::from("models"),
             device: DeviceSpec::Cpu,
-            batch_size: 4,
+            batch_size: None,
             cache_root: None,
             precision,
         }
@@ -219,7 +261,7 @@ mod tests {
         info: &BackboneInfo,
         p: &Preprocess,
     ) -> Result<Option<&'static str>> {
-        runtime(precision).choose_variant(info, p, tch::Device::Cpu, false)
+        runtime(precision).choose_variant(info, p, false)
     }
 
     #[test]
@@ -259,8 +301,7 @@ mod tests {
         let p = preprocess(224, 224, Aspect::Squash);
         let error = choose(Precision::Bf16, &none, &p).unwrap_err().to_string();
         assert!(error.contains("no bf16 variant"), "{error}");
-        let gradient =
-            runtime(Precision::Bf16).choose_variant(&info(None), &p, tch::Device::Cpu, true);
+        let gradient = runtime(Precision::Bf16).choose_variant(&info(None), &p, true);
         assert!(gradient.unwrap_err().to_string().contains("gradient"));
     }
 }

@@ -1,11 +1,14 @@
-//! `score`: score images with a fitted model and judge them against its threshold.
+//! `score`: score image files with an opened run and judge them against its threshold.
+//! Decoding the next batch (in parallel) overlaps the network's work on the current one.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::mpsc;
 
+use rayon::prelude::*;
+
+use crate::data::image::PreparedImage;
 use crate::error::{Error, Result};
-use crate::features::{Extractor, OnBadImage};
-use crate::model::RunModel;
-use crate::pipeline::Runtime;
+use crate::pipeline::inspector::{prepare_bytes, Inspector};
 use crate::progress::Progress;
 
 /// One scored image.
@@ -23,41 +26,109 @@ pub struct ScoreOutcome {
     pub failures: Vec<Error>,
 }
 
-/// Scores `images` with `run` (loaded from `model_dir`); `threshold` overrides the model's.
+/// Scores `images` with `inspector`, `batch_size` images per forward pass; `threshold`
+/// overrides the run's.
 pub fn score(
-    run: &RunModel,
-    model_dir: &Path,
+    inspector: &Inspector,
     images: &[PathBuf],
     threshold: Option<f64>,
-    runtime: &Runtime,
+    batch_size: usize,
     progress: &dyn Progress,
 ) -> Result<ScoreOutcome> {
     if let Some(t) = threshold.filter(|t| !t.is_finite()) {
         return Err(Error::param("--threshold", format!("{t} is not a finite number")));
     }
-    let backbone = runtime.load_backbone(&run.meta.backbone.name, &run.meta.preprocess, false)?;
-    run.check_backbone(model_dir, &backbone)?;
-    let extractor = Extractor {
-        backbone: &backbone,
-        preprocess: run.meta.preprocess.clone(),
-        levels: run.meta.levels.clone(),
-        batch_size: runtime.batch_size,
-        cache: None,
-    };
-    let extraction = extractor.extract(images, OnBadImage::Skip, progress)?;
-    let scores = run.gaussians.score(&extraction.features)?;
+    if batch_size == 0 {
+        return Err(Error::param("--batch", "must be at least 1"));
+    }
+    let threshold = threshold.unwrap_or(inspector.threshold());
+    let preprocess = inspector.preprocess().clone();
+    progress.start(images.len() as u64, "scoring");
+    let (sender, receiver) = mpsc::sync_channel::<Vec<(PathBuf, Result<PreparedImage>)>>(2);
+    let outcome = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for chunk in images.chunks(batch_size) {
+                let decoded = chunk
+                    .par_iter()
+                    .map(|path| {
+                        let prepared = std::fs::read(path)
+                            .map_err(|e| Error::io(path, e))
+                            .and_then(|bytes| prepare_bytes(&preprocess, path, bytes))
+                            .map(|(_, prepared)| prepared);
+                        (path.clone(), prepared)
+                    })
+                    .collect();
+                if sender.send(decoded).is_err() {
+                    break; // the network side stopped (an error): stop decoding
+                }
+            }
+        });
+        let mut outcome = ScoreOutcome { scored: Vec::new(), failures: Vec::new() };
+        for decoded in receiver {
+            let count = decoded.len() as u64;
+            let mut paths = Vec::new();
+            let mut prepared = Vec::new();
+            for (path, result) in decoded {
+                match result {
+                    Ok(image) => {
+                        paths.push(path);
+                        prepared.push(image);
+                    }
+                    Err(error) => outcome.failures.push(error),
+                }
+            }
+            let refs: Vec<&PreparedImage> = prepared.iter().collect();
+            for (path, score) in paths.into_iter().zip(inspector.score(&refs)?) {
+                outcome.scored.push(ScoredImage {
+                    path,
+                    score,
+                    threshold,
+                    anomalous: score > threshold,
+                });
+            }
+            progress.advance(count);
+        }
+        Ok(outcome)
+    });
+    progress.finish();
+    outcome
+}
+
+/// Scores image files with the run in `model_dir`: through an [`Inspector`] (the path `serve`
+/// shares), or, for an ensemble, whose members may each read another backbone at another input
+/// size, through the pipeline's embedder (one extraction per member backbone).
+pub fn score_run(
+    model_dir: &std::path::Path,
+    images: &[PathBuf],
+    threshold: Option<f64>,
+    runtime: &crate::pipeline::Runtime,
+    progress: &dyn Progress,
+) -> Result<ScoreOutcome> {
+    let run = crate::model::RunModel::load(model_dir)?;
+    if run.meta.scorer.embedding() != crate::features::EmbeddingKind::Members {
+        let inspector = Inspector::load(model_dir, runtime)?;
+        let batch_size = runtime.batch_size_for(inspector.device());
+        return score(&inspector, images, threshold, batch_size, progress);
+    }
+    if let Some(t) = threshold.filter(|t| !t.is_finite()) {
+        return Err(Error::param("--threshold", format!("{t} is not a finite number")));
+    }
+    let no_cache = crate::pipeline::Runtime { cache_root: None, ..runtime.clone() };
+    let embedder = crate::pipeline::embed::Embedder::for_run(&no_cache, &run, model_dir)?;
+    let (embeddings, failures, _) =
+        embedder.embed(images, crate::features::OnBadImage::Skip, progress)?;
+    let scores = run.scorer.score(&embeddings)?;
     let threshold = threshold.unwrap_or(run.meta.threshold.value);
-    let scored = extraction
-        .features
-        .paths
+    let scored = embeddings
+        .paths()
         .iter()
-        .zip(scores.iter())
-        .map(|(path, &score)| ScoredImage {
+        .zip(scores)
+        .map(|(path, score)| ScoredImage {
             path: path.clone(),
             score,
             threshold,
             anomalous: score > threshold,
         })
         .collect();
-    Ok(ScoreOutcome { scored, failures: extraction.failures })
+    Ok(ScoreOutcome { scored, failures })
 }

@@ -132,6 +132,21 @@ fn thresholds_of(result: &Option<ThresholdResult>) -> Vec<f64> {
     result.as_ref().map(|t| t.thresholds.clone()).unwrap_or_default()
 }
 
+/// Histogram counts of the good (or defective) samples in `bins` bins of `width` from `low`.
+fn bin_counts(run: &RunMetrics, defective: bool, low: f64, width: f64, bins: usize) -> Vec<usize> {
+    let mut counts = vec![0; bins];
+    for s in run.samples.iter().filter(|s| s.defective == defective) {
+        let bin = ((s.score - low) / width).max(0.0) as usize;
+        counts[bin.min(bins - 1)] += 1;
+    }
+    counts
+}
+
+/// Top of the count axis: about 10% above the highest bar, a whole number, at least 1.
+fn count_axis_top(highest: usize) -> u32 {
+    (highest + highest.div_ceil(10)).max(1) as u32
+}
+
 fn histogram(path: &Path, report: &EvalReport, run: &RunMetrics) -> Result<()> {
     let oracle = thresholds_of(&run.oracle);
     let honest = thresholds_of(&run.honest);
@@ -144,27 +159,23 @@ fn histogram(path: &Path, report: &EvalReport, run: &RunMetrics) -> Result<()> {
     );
     let bins = 40usize;
     let width = (high - low) / bins as f64;
-    let count = |defective: bool| -> Vec<usize> {
-        let mut counts = vec![0; bins];
-        for s in run.samples.iter().filter(|s| s.defective == defective) {
-            counts[(((s.score - low) / width) as usize).min(bins - 1)] += 1;
-        }
-        counts
-    };
-    let (good, bad) = (count(false), count(true));
-    let top = good.iter().chain(&bad).copied().max().unwrap_or(1).max(1) as f64 * 1.1;
+    let (good, bad) =
+        (bin_counts(run, false, low, width, bins), bin_counts(run, true, low, width, bins));
+    let top = count_axis_top(good.iter().chain(&bad).copied().max().unwrap_or(0));
     render(path, |area| {
+        // Counts are whole numbers: an integer axis gives labels "10", not "10.0".
         let mut chart = ChartBuilder::on(area)
             .caption(title(report, "Score histogram"), (FONT, 24))
             .margin(20)
             .x_label_area_size(50)
             .y_label_area_size(60)
-            .build_cartesian_2d(low..high, 0f64..top)
+            .build_cartesian_2d(low..high, 0u32..top)
             .map_err(err)?;
         chart
             .configure_mesh()
             .x_desc("anomaly score (summed Mahalanobis distance, out-of-fold)")
             .y_desc("images")
+            .y_labels((top as usize + 1).min(11))
             .label_style((FONT, 16))
             .draw()
             .map_err(err)?;
@@ -173,7 +184,7 @@ fn histogram(path: &Path, report: &EvalReport, run: &RunMetrics) -> Result<()> {
             chart
                 .draw_series(counts.iter().enumerate().filter(|(_, &c)| c > 0).map(|(i, &c)| {
                     let x0 = low + i as f64 * width;
-                    Rectangle::new([(x0, 0.0), (x0 + width, c as f64)], colour.mix(0.55).filled())
+                    Rectangle::new([(x0, 0), (x0 + width, c as u32)], colour.mix(0.55).filled())
                 }))
                 .map_err(err)?
                 .label(format!("{label} ({total})"))
@@ -181,18 +192,21 @@ fn histogram(path: &Path, report: &EvalReport, run: &RunMetrics) -> Result<()> {
                     Rectangle::new([(x, y - 6), (x + 16, y + 6)], colour.mix(0.55).filled())
                 });
         }
-        for (values, colour, label) in
-            [(&oracle, BLACK, "oracle F1 threshold"), (&honest, HONEST, "honest threshold(s)")]
-        {
+        // The honest lines are wide and drawn first, the oracle line thin and on top, so the
+        // oracle line stays visible where an honest threshold coincides with it.
+        for (values, colour, width, label) in [
+            (&honest, HONEST, 6, "honest threshold(s)"),
+            (&oracle, BLACK, 2, "oracle F1 threshold"),
+        ] {
             if values.is_empty() {
                 continue;
             }
-            let lines: Vec<PathElement<(f64, f64)>> = values
+            let lines: Vec<PathElement<(f64, u32)>> = values
                 .iter()
-                .map(|&t| PathElement::new([(t, 0.0), (t, top)], colour.stroke_width(2)))
+                .map(|&t| PathElement::new([(t, 0), (t, top)], colour.stroke_width(width)))
                 .collect();
             chart.draw_series(lines).map_err(err)?.label(label).legend(move |(x, y)| {
-                PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2))
+                PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(width))
             });
         }
         chart
@@ -365,4 +379,100 @@ fn draw_matrix(
     panel
         .draw_text(&format!("threshold {}", shown.join(" / ")), &text(16), (30, y0 + 2 * side + 60))
         .map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backbone::Levels;
+    use crate::metrics::{Confusion, Summary};
+    use crate::pipeline::eval::{ScoredSample, EVAL_FORMAT_VERSION};
+    use std::collections::BTreeMap;
+
+    /// 30 good and 10 defective images, both thresholds at 20.
+    fn report() -> EvalReport {
+        let samples: Vec<ScoredSample> = (0..40)
+            .map(|i| ScoredSample {
+                path: format!("{i}.png").into(),
+                defect_type: if i < 30 { "good" } else { "hole" }.into(),
+                defective: i >= 30,
+                fold: Some(i % 3),
+                score: if i < 30 { 1.0 + i as f64 * 0.7 } else { 18.0 + i as f64 * 0.5 },
+            })
+            .collect();
+        let threshold = ThresholdResult {
+            method: "test".into(),
+            thresholds: vec![20.0],
+            confusion: Confusion::default(),
+            precision: None,
+            recall: None,
+            f1: None,
+        };
+        let run = RunMetrics {
+            seed: 0,
+            auc: Some(0.9),
+            auc_per_defect_type: BTreeMap::new(),
+            good: Summary::of(&[1.0]),
+            defective: Summary::of(&[2.0]),
+            per_defect_type: BTreeMap::new(),
+            oracle: Some(threshold.clone()),
+            honest: Some(threshold),
+            folds: Vec::new(),
+            samples,
+            roc: Vec::new(),
+        };
+        EvalReport {
+            version: EVAL_FORMAT_VERSION,
+            category: "test".into(),
+            data_root: "data".into(),
+            protocol: Protocol::Cv,
+            backbone: "b".into(),
+            precision: "fp32".into(),
+            levels: Levels::new(vec![7]).unwrap(),
+            input: "224".into(),
+            scorer: crate::scorer::ScorerSpec::Gaussian,
+            folds: 3,
+            images: 40,
+            good_images: 30,
+            defective_images: 10,
+            warnings: Vec::new(),
+            runs: vec![run],
+            spread: BTreeMap::new(),
+            feature_seconds: 0.0,
+            extracted_images: 40,
+            cache_hits: 0,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn oracle_line_stays_visible_on_the_honest_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("histogram.png");
+        let report = report();
+        histogram(&path, &report, &report.runs[0]).unwrap();
+        let image = image::open(&path).unwrap().to_rgb8();
+        let column = |x: u32, colour: [u8; 3]| {
+            (0..image.height()).filter(|&y| image.get_pixel(x, y).0 == colour).count()
+        };
+        let tall = |x: u32, colour| column(x, colour) > 300;
+        let both = (3..image.width() - 3).any(|x| {
+            tall(x, [0, 0, 0])
+                && (1..=3).any(|d| tall(x - d, [255, 150, 0]))
+                && (1..=3).any(|d| tall(x + d, [255, 150, 0]))
+        });
+        assert!(both, "a black oracle line inside an orange honest line");
+    }
+
+    #[test]
+    fn histogram_counts_are_whole_numbers_covering_every_image() {
+        let report = report();
+        let run = &report.runs[0];
+        let good = bin_counts(run, false, 0.0, 1.0, 40);
+        let bad = bin_counts(run, true, 0.0, 1.0, 40);
+        assert_eq!(good.iter().sum::<usize>() + bad.iter().sum::<usize>(), 40);
+        assert_eq!(count_axis_top(0), 1);
+        assert_eq!(count_axis_top(50), 55);
+        assert_eq!(count_axis_top(3), 4);
+    }
 }

@@ -29,7 +29,11 @@ impl Workspace {
 
     pub fn with_images(train_good: usize, test_good: usize, per_defect: usize) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let params = SynthParams { seed: 1, size: 96, train_good, test_good, per_defect };
+        // Plain data: these tests check the mechanics on defects that are plain to see. The
+        // default (knots, lighting, faint defects) is a realistic demo, not a smoke test: at a
+        // 64 px input with 16 training images even full-strength holes hide among the knots.
+        let params =
+            SynthParams { seed: 1, size: 96, train_good, test_good, per_defect, plain: true };
         generate(&dir.path().join("data"), "wood", &params).expect("synthetic data");
         Workspace { dir }
     }
@@ -48,13 +52,16 @@ impl Workspace {
         let mut command = Command::new(env!("CARGO_BIN_EXE_anodet"));
         command.current_dir(self.path()).args(args);
         let verb = args.first().copied().unwrap_or("");
-        if ["fit", "score", "eval", "heatmap", "features"].contains(&verb) {
+        if ["fit", "score", "eval", "heatmap", "features", "tune"].contains(&verb) {
             if !args.contains(&"--models") {
                 command.arg("--models").arg(models_dir());
             }
             command.args(["--device", "cpu"]);
         }
-        if ["fit", "eval"].contains(&verb) && !args.contains(&"--size") {
+        if ["fit", "eval", "tune"].contains(&verb)
+            && !args.contains(&"--size")
+            && !args.contains(&"--tuned")
+        {
             command.args(["--size", "64"]);
         }
         Run(command.output().expect("run anodet"))

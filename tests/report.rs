@@ -1,0 +1,156 @@
+//! `report.html` of `eval` and `heatmap --eval`, read back with an HTML parser as a browser
+//! would: every picture it references exists, the mistakes are exactly those of scores.csv at
+//! the honest threshold, one table row per image, hostile file names stay text.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+
+use common::Workspace;
+use scraper::{Html, Selector};
+
+const HOSTILE: &str = "<img src=x onerror=alert(1)>.png";
+const QUOTED: &str = "it's a \"quoted\" name with spaces.png";
+
+fn select<'a>(document: &'a Html, css: &str) -> Vec<scraper::ElementRef<'a>> {
+    document.select(&Selector::parse(css).unwrap()).collect()
+}
+
+fn text(element: &scraper::ElementRef) -> String {
+    element.text().collect::<String>()
+}
+
+fn percent_decode(url: &str) -> String {
+    let bytes = url.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() + 1 {
+            out.push(u8::from_str_radix(&url[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// Every `img src` and relative `a href` names a file in `dir`; returns how many.
+fn referenced_files_exist(document: &Html, dir: &Path) -> usize {
+    let mut count = 0;
+    for (css, attribute) in [("img", "src"), ("a", "href")] {
+        for element in select(document, css) {
+            let target = element.value().attr(attribute).unwrap();
+            if target.starts_with('#') {
+                continue;
+            }
+            assert!(!target.contains("://") && !target.starts_with('/'), "not relative: {target}");
+            let file = dir.join(percent_decode(target));
+            assert!(file.is_file(), "{css} {attribute}={target} does not exist");
+            count += 1;
+        }
+    }
+    count
+}
+
+/// Rows of scores.csv: (path, label, predicted_honest).
+fn score_rows(dir: &Path) -> Vec<(String, String, String)> {
+    let mut reader = csv::Reader::from_path(dir.join("scores.csv")).unwrap();
+    reader.records().map(|r| r.unwrap()).map(|r| (r[0].into(), r[1].into(), r[6].into())).collect()
+}
+
+#[test]
+fn eval_page_shows_the_mistakes_of_scores_csv_and_every_image() {
+    let ws = Workspace::with_images(20, 6, 4);
+    let wood = ws.data().join("wood");
+    // A hole among the good training images (a likely false alarm) and a good image labelled
+    // as a scratch (a likely missed defect), under hostile names.
+    fs::copy(wood.join("test/hole/000.png"), wood.join("train/good").join(HOSTILE)).unwrap();
+    fs::copy(wood.join("train/good/002.png"), wood.join("test/scratch").join(QUOTED)).unwrap();
+    let mask = format!("{}_mask.png", QUOTED.trim_end_matches(".png"));
+    fs::copy(
+        wood.join("ground_truth/scratch/000_mask.png"),
+        wood.join("ground_truth/scratch").join(mask),
+    )
+    .unwrap();
+    let stdout = ws
+        .anodet(&["eval", "--category", "wood", "--data", "data", "--folds", "3", "--out", "out"])
+        .ok();
+    assert!(stdout.contains("review page out/report.html"), "{stdout}");
+    let out = ws.path().join("out");
+    let raw = fs::read_to_string(out.join("report.html")).unwrap();
+    let document = Html::parse_document(&raw);
+
+    assert!(referenced_files_exist(&document, &out) > 40, "thumbnails, overlays and plots");
+    for entry in fs::read_dir(out.join("report-files")).unwrap() {
+        let picture = image::open(entry.unwrap().path()).unwrap();
+        assert!(picture.width().max(picture.height()) <= 320);
+    }
+    for plot in ["roc.png", "histogram.png", "strip.png", "confusion.png"] {
+        assert_eq!(select(&document, &format!("img[src=\"{plot}\"]")).len(), 1, "{plot}");
+    }
+
+    let rows = score_rows(&out);
+    let wrong: BTreeSet<String> = rows
+        .iter()
+        .filter(|(_, label, honest)| label != honest)
+        .map(|(path, _, _)| path.clone())
+        .collect();
+    assert!(!wrong.is_empty(), "the mislabelled images make mistakes to show");
+    let cards: Vec<String> =
+        select(&document, "#section-mistakes .card .path").iter().map(text).collect();
+    assert_eq!(cards.len(), wrong.len(), "each mistake once");
+    assert_eq!(cards.iter().cloned().collect::<BTreeSet<_>>(), wrong);
+    // Mistakes have their anomaly map.
+    for card in select(&document, "#section-mistakes .card") {
+        assert_eq!(card.select(&Selector::parse("img").unwrap()).count(), 2, "thumbnail + map");
+    }
+
+    let table_rows = select(&document, "table.images tbody tr");
+    assert_eq!(table_rows.len(), rows.len(), "one row per image");
+    let td = Selector::parse("td").unwrap();
+    let table_paths: BTreeSet<String> =
+        table_rows.iter().map(|r| text(&r.select(&td).nth(1).unwrap())).collect();
+    let csv_paths: BTreeSet<String> = rows.iter().map(|(p, _, _)| p.clone()).collect();
+    assert_eq!(table_paths, csv_paths);
+    let highlighted = select(&document, "table.images tbody tr.mistake").len();
+    assert_eq!(highlighted, wrong.len());
+
+    // Hostile names are text, never markup.
+    assert!(!raw.contains("<img src=x"), "unescaped file name");
+    assert!(select(&document, "[onerror]").is_empty());
+    assert_eq!(select(&document, "script").len(), 1, "only the page's own script");
+    for name in [HOSTILE, QUOTED] {
+        assert!(table_paths.iter().any(|p| p.ends_with(name)), "{name} shown as text");
+    }
+    // Nothing staged is left behind.
+    let leftovers: Vec<_> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    ws.anodet(&["eval", "--category", "wood", "--data", "data", "--no-report", "--out", "plain"])
+        .ok();
+    assert!(!ws.path().join("plain/report.html").exists());
+    assert!(!ws.path().join("plain/report-files").exists());
+}
+
+#[test]
+fn heatmap_eval_page_has_the_pixel_figures_gallery_and_every_test_image() {
+    let ws = Workspace::with_images(16, 3, 2);
+    ws.anodet(&["fit", "--category", "wood"]).ok();
+    let stdout = ws.anodet(&["heatmap", "--eval", "--method", "feature,patch", "--out", "hm"]).ok();
+    assert!(stdout.contains("review page hm/report.html"), "{stdout}");
+    let out = ws.path().join("hm");
+    let document = Html::parse_document(&fs::read_to_string(out.join("report.html")).unwrap());
+    referenced_files_exist(&document, &out);
+    let figures = select(&document, "#section-results table tbody tr");
+    assert_eq!(figures.len(), 2, "one row per method");
+    assert_eq!(select(&document, "#section-galleries img").len(), 2);
+    assert_eq!(select(&document, "table.images tbody tr").len(), 3 + 3 * 2, "test images");
+}

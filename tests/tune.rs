@@ -1,0 +1,258 @@
+//! `anodet tune`: nested CV without leakage, agreement with eval, `fit --tuned`, synthetic
+//! defects and bad input. Small generated sets at 64 px.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use anodet::backbone::{DeviceSpec, Levels, Precision};
+use anodet::data::image::Aspect;
+use anodet::data::split::stratified_folds;
+use anodet::pipeline::tune::{tune, Candidate, Seen, Stage, TuneHooks, TuneParams};
+use anodet::pipeline::Runtime;
+use anodet::progress::Silent;
+use anodet::scorer::{KnnParams, ScorerSpec};
+use common::{models_dir, Workspace};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Seen>>);
+
+impl TuneHooks for Recorder {
+    fn seen(&self, seen: &Seen) {
+        self.0.lock().unwrap().push(seen.clone());
+    }
+}
+
+fn candidate(levels: &[u8], scorer: ScorerSpec) -> Candidate {
+    Candidate {
+        backbone: "efficientnet_lite0".into(),
+        levels: Levels::new(levels.to_vec()).unwrap(),
+        size: Some("64".parse().unwrap()),
+        aspect: Aspect::Squash,
+        scorer,
+    }
+}
+
+#[test]
+fn no_outer_test_image_reaches_an_inner_fit_or_ranking() {
+    let ws = Workspace::with_images(20, 4, 4);
+    let params = TuneParams {
+        data_root: ws.data(),
+        category: "wood".into(),
+        candidates: vec![
+            candidate(&[7], ScorerSpec::Gaussian),
+            candidate(&[6, 7, 8], ScorerSpec::Gaussian),
+            candidate(&[6, 7], ScorerSpec::Knn(KnnParams { coreset: 0.5, border: 1, seed: 0 })),
+        ],
+        grid_source: "test grid".into(),
+        folds: 3,
+        inner_folds: 3,
+        seed: 5,
+        budget_minutes: None,
+        min_defects: 10,
+        synthetic: true,
+        synthetic_dir: ws.path().join("synthetic"),
+    };
+    let runtime = Runtime {
+        models_dir: models_dir(),
+        device: DeviceSpec::Cpu,
+        batch_size: Some(16),
+        cache_root: None,
+        precision: Precision::Auto,
+    };
+    let recorder = Recorder::default();
+    let report = tune(&params, &runtime, &Silent, &recorder).unwrap();
+    assert!(report.synthetic.is_none());
+    assert_eq!(report.images, 36);
+    // The outer allocation is eval's: recompute it from the labels.
+    let labels: Vec<bool> = report.images_seen.iter().map(|(_, t)| t != "good").collect();
+    let outer = stratified_folds(&labels, 3, 5).unwrap();
+    for (sample, &fold) in report.outer.samples.iter().zip(&outer) {
+        assert_eq!(sample.fold, Some(fold));
+    }
+    let events = recorder.0.into_inner().unwrap();
+    let mut covered = HashSet::new();
+    for seen in &events {
+        let test: HashSet<&PathBuf> = report
+            .images_seen
+            .iter()
+            .zip(&outer)
+            .filter(|(_, &f)| f == seen.outer_fold)
+            .map(|((p, _), _)| p)
+            .collect();
+        for path in &seen.paths {
+            assert!(
+                !test.contains(path),
+                "{:?} of outer fold {} saw its test image {}",
+                seen.stage,
+                seen.outer_fold + 1,
+                path.display()
+            );
+        }
+        assert!(!seen.paths.is_empty());
+        covered.insert((seen.stage, seen.outer_fold, seen.candidate));
+    }
+    // Every inner evaluation and ranking of every candidate and outer fold was audited.
+    for fold in 0..3 {
+        for c in 0..3 {
+            assert!(covered.contains(&(Stage::InnerEvaluation, fold, c)));
+            assert!(covered.contains(&(Stage::InnerRanking, fold, c)));
+        }
+        assert!(covered.iter().any(|&(s, f, _)| s == Stage::OuterFit && f == fold));
+    }
+    // The inner CV of an outer fold sees exactly that fold's training part.
+    let inner =
+        events.iter().find(|s| s.stage == Stage::InnerEvaluation && s.outer_fold == 1).unwrap();
+    assert_eq!(inner.paths.len(), outer.iter().filter(|&&f| f != 1).count());
+    assert_eq!(report.candidates.len(), 3);
+    for c in &report.candidates {
+        assert_eq!(c.inner_auc.len(), 3);
+        assert!(c.inner_auc_spread.is_some());
+    }
+}
+
+#[test]
+fn a_one_candidate_grid_gives_exactly_evals_figures() {
+    let ws = Workspace::with_images(20, 4, 4);
+    std::fs::write(ws.path().join("grid.json"), r#"{"candidates": [{"levels": "6-8"}]}"#).unwrap();
+    ws.anodet(&[
+        "tune",
+        "--data",
+        "data",
+        "--category",
+        "wood",
+        "--grid",
+        "grid.json",
+        "--out",
+        "t",
+    ])
+    .ok();
+    ws.anodet(&["eval", "--data", "data", "--category", "wood", "--levels", "6-8", "--out", "e"])
+        .ok();
+    let read = |p: &str| std::fs::read_to_string(ws.path().join(p)).unwrap();
+    assert_eq!(read("t/scores.csv"), read("e/scores.csv"));
+    let tuned: serde_json::Value = serde_json::from_str(&read("t/metrics.json")).unwrap();
+    let eval: serde_json::Value = serde_json::from_str(&read("e/metrics.json")).unwrap();
+    let run = &eval["runs"][0];
+    for key in ["auc", "honest", "oracle", "auc_per_defect_type"] {
+        assert_eq!(tuned["outer"][key], run[key], "{key}");
+    }
+    assert!(tuned["outer"]["auc"].as_f64().is_some());
+}
+
+#[test]
+fn synthetic_choice_is_said_and_fit_tuned_refits_exactly_the_choice() {
+    // 6 real defects (< --min-defects 10): tune paints its own.
+    let ws = Workspace::with_images(30, 6, 2);
+    let stdout = ws.anodet(&["tune", "--data", "data", "--category", "wood", "--out", "t"]).ok();
+    assert!(stdout.contains("SYNTHETIC DEFECTS"), "{stdout}");
+    assert!(stdout.contains("what to expect on new parts"), "{stdout}");
+    let tune_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.path().join("t/tune.json")).unwrap())
+            .unwrap();
+    let painted = tune_json["synthetic"]["painted"].as_array().unwrap();
+    assert!(painted.len() >= 9);
+    for p in painted {
+        assert!(ws.path().join(p["path"].as_str().unwrap()).is_file(), "{p}");
+        assert!(ws.path().join(p["mask"].as_str().unwrap()).is_file(), "{p}");
+    }
+    let metrics = std::fs::read_to_string(ws.path().join("t/metrics.json")).unwrap();
+    assert!(metrics.contains("chosen with synthetic defects"));
+
+    let flags: Vec<String> = tune_json["fit_flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    let fitted = ws.anodet(&[
+        "fit",
+        "--data",
+        "data",
+        "--category",
+        "wood",
+        "--tuned",
+        "t",
+        "--out",
+        "runs/tuned",
+    ]);
+    assert!(fitted.ok().contains("pipeline chosen by tune"));
+    let mut by_hand: Vec<&str> =
+        vec!["fit", "--data", "data", "--category", "wood", "--out", "runs/hand"];
+    by_hand.extend(flags.iter().map(String::as_str));
+    ws.anodet(&by_hand).ok();
+    let bytes = |p: &str| std::fs::read(ws.path().join(p)).unwrap();
+    assert_eq!(bytes("runs/tuned/model.safetensors"), bytes("runs/hand/model.safetensors"));
+    let meta = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&bytes(&format!("{p}/model.json"))).unwrap()
+    };
+    let (tuned, hand) = (meta("runs/tuned"), meta("runs/hand"));
+    assert_eq!(tuned["tuned"]["synthetic_defects"], true);
+    assert!(hand.get("tuned").is_none());
+    for key in ["backbone", "levels", "preprocess", "scorer", "threshold"] {
+        assert_eq!(tuned[key], hand[key], "{key}");
+    }
+    let score = |run: &str| {
+        ws.anodet(&[
+            "score",
+            "--model",
+            run,
+            "data/wood/test/scratch/000.png",
+            "data/wood/test/good/000.png",
+        ])
+        .stdout()
+    };
+    assert_eq!(score("runs/tuned"), score("runs/hand"));
+    assert!(!score("runs/tuned").is_empty());
+
+    // Without synthetic defects there is nothing to choose with.
+    ws.anodet(&["tune", "--data", "data", "--category", "wood", "--no-synthetic"])
+        .fails_with(&["--no-synthetic", "6 defective images"]);
+}
+
+#[test]
+fn budget_drops_candidates_and_names_them() {
+    let ws = Workspace::with_images(20, 4, 4);
+    let stdout = ws
+        .anodet(&[
+            "tune",
+            "--data",
+            "data",
+            "--category",
+            "wood",
+            "--budget",
+            "0.0001",
+            "--out",
+            "t",
+        ])
+        .ok();
+    assert!(stdout.contains("--budget dropped "), "{stdout}");
+    assert!(stdout.contains("efficientnet_lite0 L6,7,8 gaussian"), "{stdout}");
+    ws.anodet(&["tune", "--data", "data", "--category", "wood", "--budget", "0"])
+        .fails_with(&["--budget", "positive"]);
+}
+
+#[test]
+fn bad_input_is_one_line_naming_the_problem() {
+    let ws = Workspace::with_images(6, 2, 4);
+    let write = |name: &str, text: &str| std::fs::write(ws.path().join(name), text).unwrap();
+    let tune =
+        |grid: &str| ws.anodet(&["tune", "--data", "data", "--category", "wood", "--grid", grid]);
+    write("empty.toml", "");
+    tune("empty.toml").fails_with(&["empty.toml", "line 1", "empty grid file"]);
+    write("bad.toml", "[[candidates]]\nscorer = \"knn\"\nborder = -1\n");
+    tune("bad.toml").fails_with(&["bad.toml", "line 3", "border"]);
+    write("bad.json", "{\"candidates\": [\n {\"levels\": \"6-10\"}\n]}");
+    tune("bad.json").fails_with(&["bad.json", "line 2", "levels"]);
+    write("lite2.json", r#"{"candidates": [{"backbone": "efficientnet_lite9"}]}"#);
+    tune("lite2.json").fails_with(&[
+        "candidate 1: backbone efficientnet_lite9 is not installed",
+        "scripts/export_backbone.py efficientnet_lite9",
+    ]);
+    // 8 good images: 3 outer × 3 inner folds need 18.
+    ws.anodet(&["tune", "--data", "data", "--category", "wood"])
+        .fails_with(&["8 good images", "need at least 18"]);
+    assert!(ws.run_files().iter().all(|f| !f.to_string_lossy().contains("tune")));
+}
