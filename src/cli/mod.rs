@@ -111,7 +111,8 @@ pub struct FeatureArgs {
     #[arg(long, value_parser = parse::<InputSize>)]
     pub size: Option<InputSize>,
     /// squash: resize to the input size; keep: short side to the input size, long side in
-    /// proportion (for long strips).
+    /// proportion (for long strips); auto: keep for an image whose long side is more than 1.5
+    /// times its short side, squash the others (decided per image, stored in the run).
     #[arg(long, value_enum, default_value = "squash")]
     pub aspect: AspectArg,
 }
@@ -255,6 +256,7 @@ impl ScorerArgs {
 pub enum AspectArg {
     Squash,
     Keep,
+    Auto,
 }
 
 impl From<AspectArg> for Aspect {
@@ -262,6 +264,7 @@ impl From<AspectArg> for Aspect {
         match value {
             AspectArg::Squash => Aspect::Squash,
             AspectArg::Keep => Aspect::Keep,
+            AspectArg::Auto => Aspect::Auto,
         }
     }
 }

@@ -18,6 +18,30 @@ pub enum Aspect {
     /// Scale the short side to the input size and the long side in proportion (rounded to a
     /// multiple of 32, the network's stride), so long inspection strips keep their shape.
     Keep,
+    /// Per image: `Keep` when its long side is more than [`AUTO_KEEP_RATIO`] times its short
+    /// side, else `Squash`. Decided from each image's own size, so `score` and `heatmap` decide
+    /// exactly as `fit` did, with nothing but the rule stored.
+    Auto,
+}
+
+/// `--aspect auto` keeps an image's shape when its long side exceeds this multiple of its short.
+pub const AUTO_KEEP_RATIO: f64 = 1.5;
+
+impl Aspect {
+    /// What this aspect does to an image of `width × height` pixels: `Squash` or `Keep`.
+    pub fn resolve(self, width: u32, height: u32) -> Aspect {
+        match self {
+            Aspect::Auto => {
+                let (long, short) = (width.max(height) as f64, width.min(height).max(1) as f64);
+                if long > AUTO_KEEP_RATIO * short {
+                    Aspect::Keep
+                } else {
+                    Aspect::Squash
+                }
+            }
+            fixed => fixed,
+        }
+    }
 }
 
 /// Input size in pixels.
@@ -77,8 +101,8 @@ pub struct PreparedImage {
 impl Preprocess {
     /// The network input size for an image of `width × height` pixels.
     pub fn target_size(&self, width: u32, height: u32) -> InputSize {
-        match self.aspect {
-            Aspect::Squash => self.size,
+        match self.aspect.resolve(width, height) {
+            Aspect::Squash | Aspect::Auto => self.size,
             Aspect::Keep => {
                 let short = self.size.width.min(self.size.height) as f64;
                 let scale = short / width.min(height).max(1) as f64;
@@ -202,6 +226,34 @@ mod tests {
         let p = preprocess(Aspect::Keep);
         assert_eq!(p.target_size(1260, 500), InputSize { width: 160, height: 64 });
         assert_eq!(preprocess(Aspect::Squash).target_size(1260, 500), p.size);
+    }
+
+    #[test]
+    fn auto_keeps_only_images_longer_than_one_and_a_half_times_their_width() {
+        let auto = preprocess(Aspect::Auto);
+        // Long strips, either way round: kept (short side 64, long side in proportion).
+        assert_eq!(Aspect::Auto.resolve(1260, 500), Aspect::Keep);
+        assert_eq!(auto.target_size(1260, 500), InputSize { width: 160, height: 64 });
+        assert_eq!(Aspect::Auto.resolve(100, 151), Aspect::Keep);
+        assert_eq!(auto.target_size(100, 300), InputSize { width: 64, height: 192 });
+        // Exactly 1.5, near-square and square: squashed to the input size.
+        for (w, h) in [(150, 100), (100, 150), (130, 100), (300, 300), (1, 1)] {
+            assert_eq!(Aspect::Auto.resolve(w, h), Aspect::Squash, "{w}x{h}");
+            assert_eq!(auto.target_size(w, h), auto.size, "{w}x{h}");
+        }
+        // The fixed aspects ignore the image's shape.
+        assert_eq!(Aspect::Squash.resolve(1260, 500), Aspect::Squash);
+        assert_eq!(Aspect::Keep.resolve(300, 300), Aspect::Keep);
+    }
+
+    #[test]
+    fn aspect_reads_and_writes_as_in_model_json() {
+        for (aspect, text) in
+            [(Aspect::Squash, "\"squash\""), (Aspect::Keep, "\"keep\""), (Aspect::Auto, "\"auto\"")]
+        {
+            assert_eq!(serde_json::to_string(&aspect).unwrap(), text);
+            assert_eq!(serde_json::from_str::<Aspect>(text).unwrap(), aspect);
+        }
     }
 
     #[test]

@@ -3,14 +3,15 @@
 //! Key: `<backbone sha256>-<preprocessing hash>/<image sha256>.f32`. The value holds all nine
 //! pooled levels (the network computes them all anyway), so a later run with other levels, or
 //! another fold split, never runs the network again. Content hashing means renamed or copied
-//! images hit the cache, and an edited image misses it.
+//! images hit the cache, and an edited image misses it. With `--aspect auto` each image is
+//! looked up in the squash or keep cache, whichever it resolves to, so the three share entries.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::data::image::Preprocess;
+use crate::data::image::{Aspect, Preprocess};
 use crate::error::{Error, Result};
 use crate::report::atomic;
 
@@ -19,6 +20,9 @@ use crate::report::atomic;
 pub struct FeatureCache {
     dir: PathBuf,
     width: EntryWidth,
+    /// `--aspect auto`: the caches of squash and keep, where each image's features live (they
+    /// are the same features), so auto, squash and keep runs share them.
+    resolved: Option<Box<[FeatureCache; 2]>>,
 }
 
 /// How many floats an entry holds.
@@ -48,18 +52,43 @@ impl FeatureCache {
             &backbone_sha256[..16.min(backbone_sha256.len())],
             &settings_hash[..16]
         ));
-        Ok(FeatureCache { dir, width: EntryWidth::Fixed(width) })
+        let resolved = if preprocess.aspect == Aspect::Auto {
+            let at = |aspect| {
+                let fixed = Preprocess { aspect, ..preprocess.clone() };
+                FeatureCache::open(root, backbone_sha256, &fixed, width)
+            };
+            Some(Box::new([at(Aspect::Squash)?, at(Aspect::Keep)?]))
+        } else {
+            None
+        };
+        Ok(FeatureCache { dir, width: EntryWidth::Fixed(width), resolved })
+    }
+
+    /// The cache holding the features of an image that `--aspect auto` resolved to `aspect`
+    /// (itself for a fixed aspect).
+    pub fn for_aspect(&self, aspect: Aspect) -> &FeatureCache {
+        match (&self.resolved, aspect) {
+            (Some(caches), Aspect::Keep) => &caches[1],
+            (Some(caches), _) => &caches[0],
+            (None, _) => self,
+        }
     }
 
     /// The cache of patch features of `levels` (`dim` values per position) for the same
-    /// computation, in a sibling folder.
+    /// computation, in a sibling folder (and, for `--aspect auto`, its squash and keep ones).
     pub fn for_patches(&self, levels: &crate::backbone::Levels, dim: usize) -> FeatureCache {
         let mut name = self.dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
         name.push(format!(
             "-patches{}",
             levels.as_slice().iter().map(|l| l.to_string()).collect::<String>()
         ));
-        FeatureCache { dir: self.dir.with_file_name(name), width: EntryWidth::Grid { dim } }
+        FeatureCache {
+            dir: self.dir.with_file_name(name),
+            width: EntryWidth::Grid { dim },
+            resolved: self.resolved.as_ref().map(|caches| {
+                Box::new([caches[0].for_patches(levels, dim), caches[1].for_patches(levels, dim)])
+            }),
+        }
     }
 
     fn entry(&self, content_sha256: &str) -> PathBuf {
@@ -95,4 +124,27 @@ impl FeatureCache {
 /// SHA-256 of a byte slice, lower-case hex.
 pub fn content_hash(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::image::InputSize;
+
+    #[test]
+    fn auto_shares_the_squash_and_keep_caches() {
+        let root = Path::new("cache");
+        let preprocess = |aspect| Preprocess {
+            size: InputSize { width: 224, height: 224 },
+            aspect,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        };
+        let open = |aspect| FeatureCache::open(root, "abc", &preprocess(aspect), 9).unwrap();
+        let (auto, squash, keep) = (open(Aspect::Auto), open(Aspect::Squash), open(Aspect::Keep));
+        assert_eq!(auto.for_aspect(Aspect::Squash).dir, squash.dir);
+        assert_eq!(auto.for_aspect(Aspect::Keep).dir, keep.dir);
+        assert_ne!(squash.dir, keep.dir);
+        assert_eq!(squash.for_aspect(Aspect::Keep).dir, squash.dir);
+    }
 }

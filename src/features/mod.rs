@@ -165,10 +165,13 @@ impl Extractor<'_> {
             let maps = torch.forward(&torch.batch_tensor(images)?)?;
             if let Some(pooled_cache) = &self.cache {
                 let pooled = torch.pool_maps(&maps, &Levels::new((1..=9).collect())?)?;
-                for (row, content) in contents.iter().enumerate() {
+                for (row, (image, content)) in images.iter().zip(contents).enumerate() {
                     let values: Vec<f32> =
                         pooled.iter().flat_map(|m| m.row(row).to_vec()).collect();
-                    pooled_cache.put(content, &values)?;
+                    let squashed = (image.width, image.height)
+                        == (self.preprocess.size.width, self.preprocess.size.height);
+                    let aspect = if squashed { Aspect::Squash } else { Aspect::Keep };
+                    pooled_cache.for_aspect(aspect).put(content, &values)?;
                 }
             }
             let embedded = patches::patch_embedding(&maps, levels)?.to_device(tch::Device::Cpu);
@@ -272,39 +275,55 @@ impl Extractor<'_> {
             let mut rows: Vec<(usize, Vec<f32>)> = Vec::with_capacity(paths.len());
             let mut failures = Vec::new();
             let mut cache_hits = 0;
+            // Images wait here until a full batch of one input size is ready (keep and auto give
+            // images of several sizes), but never more than PENDING_BATCHES batches in all.
+            let mut pending = SizeGroups::new();
+            let run = |group: Vec<(usize, PreparedImage, String)>,
+                       rows: &mut Vec<(usize, Vec<f32>)>|
+             -> Result<()> {
+                let images: Vec<&PreparedImage> = group.iter().map(|(_, image, _)| image).collect();
+                let contents: Vec<&str> =
+                    group.iter().map(|(_, _, content)| content.as_str()).collect();
+                let computed = compute(&images, &contents)?;
+                for ((index, image, content), values) in group.iter().zip(computed) {
+                    if let Some(cache) = cache {
+                        // Auto squashed the image exactly when it has the input size (a kept one
+                        // of that size was resized the same way: same features either way).
+                        let squashed = (image.width, image.height)
+                            == (self.preprocess.size.width, self.preprocess.size.height);
+                        let aspect = if squashed { Aspect::Squash } else { Aspect::Keep };
+                        cache.for_aspect(aspect).put(content, &values)?;
+                    }
+                    rows.push((*index, values));
+                }
+                progress.advance(group.len() as u64);
+                Ok(())
+            };
             for decoded in receiver {
-                let mut by_size = SizeGroups::new();
-                let mut done = 0;
                 for (index, item) in decoded {
                     match item {
                         Ok(Item::Cached(values)) => {
                             rows.push((index, values));
                             cache_hits += 1;
-                            done += 1;
+                            progress.advance(1);
                         }
-                        Ok(Item::Prepared { image, content }) => by_size
+                        Ok(Item::Prepared { image, content }) => pending
                             .entry((image.width, image.height))
                             .or_default()
                             .push((index, image, content)),
-                        Err(error) if policy == OnBadImage::Skip => failures.push(error),
+                        Err(error) if policy == OnBadImage::Skip => {
+                            failures.push(error);
+                            progress.advance(1);
+                        }
                         Err(error) => return Err(error),
                     }
                 }
-                for group in by_size.values() {
-                    let images: Vec<&PreparedImage> =
-                        group.iter().map(|(_, image, _)| image).collect();
-                    let contents: Vec<&str> =
-                        group.iter().map(|(_, _, content)| content.as_str()).collect();
-                    let computed = compute(&images, &contents)?;
-                    for ((index, _, content), values) in group.iter().zip(computed) {
-                        if let Some(cache) = cache {
-                            cache.put(content, &values)?;
-                        }
-                        rows.push((*index, values));
-                    }
-                    done += group.len();
+                for group in take_batches(&mut pending, batch_size, PENDING_BATCHES * batch_size) {
+                    run(group, &mut rows)?;
                 }
-                progress.advance(done as u64);
+            }
+            for group in take_batches(&mut pending, batch_size, 0) {
+                run(group, &mut rows)?;
             }
             Ok((rows, failures, cache_hits))
         });
@@ -318,6 +337,17 @@ impl Extractor<'_> {
     fn load(&self, path: &Path, cache: Option<&FeatureCache>) -> Result<Item> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let content = cache::content_hash(&bytes);
+        let cache = cache.and_then(|cache| {
+            if self.preprocess.aspect != Aspect::Auto {
+                return Some(cache);
+            }
+            // Auto: the image's size (from its header) says which cache holds its features.
+            let reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+                .with_guessed_format()
+                .ok()?;
+            let (width, height) = reader.into_dimensions().ok()?;
+            Some(cache.for_aspect(Aspect::Auto.resolve(width, height)))
+        });
         if let Some(values) = cache.and_then(|c| c.get(&content)) {
             return Ok(Item::Cached(values));
         }
@@ -379,6 +409,33 @@ pub fn embed_prepared(
     }
 }
 
+/// At most this many batches of images wait for a full batch of their input size.
+const PENDING_BATCHES: usize = 4;
+
+/// Removes the batches to run now from `pending`: every full batch, then (largest group first)
+/// partial ones until at most `keep` images are left waiting.
+fn take_batches(
+    pending: &mut SizeGroups,
+    batch_size: usize,
+    keep: usize,
+) -> Vec<Vec<(usize, PreparedImage, String)>> {
+    let mut batches = Vec::new();
+    for group in pending.values_mut() {
+        while group.len() >= batch_size {
+            batches.push(group.drain(..batch_size).collect());
+        }
+    }
+    pending.retain(|_, group| !group.is_empty());
+    while pending.values().map(Vec::len).sum::<usize>() > keep {
+        let Some(largest) = pending.iter().max_by_key(|(_, g)| g.len()).map(|(size, _)| *size)
+        else {
+            break;
+        };
+        batches.extend(pending.remove(&largest));
+    }
+    batches
+}
+
 /// The preprocessing a backbone asks for, with optional size and aspect overrides.
 pub fn preprocess_for(info: &BackboneInfo, size: Option<InputSize>, aspect: Aspect) -> Preprocess {
     let native = InputSize { width: info.input_size[1], height: info.input_size[0] };
@@ -388,4 +445,44 @@ pub fn preprocess_for(info: &BackboneInfo, size: Option<InputSize>, aspect: Aspe
 /// Floats per image when all nine levels are pooled.
 pub fn all_levels_width(info: &BackboneInfo) -> usize {
     info.channels.iter().sum()
+}
+
+#[cfg(test)]
+mod batching_tests {
+    use super::*;
+
+    fn pending(sizes: &[(u32, usize)]) -> SizeGroups {
+        let mut groups = SizeGroups::new();
+        let mut index = 0;
+        for &(side, count) in sizes {
+            for _ in 0..count {
+                let image = PreparedImage { width: side, height: 32, chw: Vec::new() };
+                groups.entry((side, 32)).or_default().push((index, image, String::new()));
+                index += 1;
+            }
+        }
+        groups
+    }
+
+    #[test]
+    fn full_batches_run_first_and_few_images_wait() {
+        let mut groups = pending(&[(32, 5), (64, 1), (96, 2), (128, 1)]);
+        let batches = take_batches(&mut groups, 2, 3);
+        // Every batch holds one input size and at most the batch size.
+        for batch in &batches {
+            assert!(!batch.is_empty() && batch.len() <= 2);
+            assert!(batch.iter().all(|(_, image, _)| image.width == batch[0].1.width));
+        }
+        // The full batches (two of size 32, one of 96) ran; three single images may wait.
+        assert_eq!(batches.iter().filter(|b| b.len() == 2).count(), 3);
+        let waiting: usize = groups.values().map(Vec::len).sum();
+        assert!(waiting <= 3, "{waiting} images wait");
+        // At the end everything runs, each image exactly once.
+        let rest = take_batches(&mut groups, 2, 0);
+        let mut seen: Vec<usize> =
+            batches.iter().chain(&rest).flatten().map(|(index, _, _)| *index).collect();
+        seen.sort();
+        assert_eq!(seen, (0..9).collect::<Vec<_>>());
+        assert!(groups.is_empty());
+    }
 }

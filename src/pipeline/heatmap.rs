@@ -483,6 +483,23 @@ fn fit_patch_model(
     let torch_backbone = backbone
         .as_torch()
         .ok_or_else(|| Error::param("--method", "patch maps need a CNN backbone"))?;
+    if run.meta.preprocess.aspect == Aspect::Auto {
+        // Per-image aspect: the patch Gaussians need every training image at one input size.
+        let mut sizes = std::collections::BTreeSet::new();
+        for path in training {
+            let (w, h) = image::image_dimensions(path)
+                .map_err(|e| Error::input(path, format!("cannot read the image size: {e}")))?;
+            let target = run.meta.preprocess.target_size(w, h);
+            sizes.insert((target.width, target.height));
+        }
+        if sizes.len() > 1 {
+            return Err(Error::param(
+                "--method",
+                "the patch method needs one input size for all images, and --aspect auto kept \
+                 the shape of some training images; refit with --aspect squash",
+            ));
+        }
+    }
     let mut accumulator = PatchAccumulator::new();
     progress.start(training.len() as u64, "fitting patch model");
     let preprocess = &run.meta.preprocess;

@@ -16,7 +16,7 @@ use crate::backbone::hlac::Hlac;
 use crate::backbone::precision::cpu_has_bf16;
 use crate::backbone::sidecar::BackboneFiles;
 use crate::backbone::{Backbone, BackboneInfo, DeviceSpec, Levels, Precision, TorchBackbone};
-use crate::data::image::{Aspect, Preprocess};
+use crate::data::image::Preprocess;
 use crate::error::{Error, Result};
 use crate::features::{all_levels_width, preprocess_for, Extractor, FeatureCache, FeatureSpec};
 
@@ -104,8 +104,8 @@ impl Runtime {
         }
     }
 
-    /// The fastest CPU variant that computes what was asked: bf16 (traced at one size), frozen
-    /// fp32 (any size), or the plain fp32 file (autograd).
+    /// The fastest CPU variant that computes what was asked: bf16 (every input size unless an
+    /// old export traced it at one), frozen fp32 (any size), or the plain fp32 file (autograd).
     fn choose_variant(
         &self,
         info: &BackboneInfo,
@@ -113,8 +113,8 @@ impl Runtime {
         needs_autograd: bool,
     ) -> Result<Option<&'static str>> {
         let size = [preprocess.size.height, preprocess.size.width];
-        let bf16_fits = preprocess.aspect == Aspect::Squash
-            && info.variants.get("bf16").is_some_and(|v| v.input_size == Some(size));
+        let bf16 = info.variants.get("bf16");
+        let bf16_fits = bf16.is_some_and(|v| v.serves(size, preprocess.aspect));
         let fp32 = if !needs_autograd && info.variants.contains_key("fp32_frozen") {
             Some("fp32_frozen")
         } else {
@@ -123,9 +123,19 @@ impl Runtime {
         match self.precision {
             Precision::Bf16 => {
                 let refusal = if needs_autograd {
-                    Some("gradient maps need --precision fp32")
+                    Some("gradient maps need --precision fp32".to_string())
+                } else if bf16.is_none() {
+                    Some(format!(
+                        "{} has no bf16 variant; re-export it with scripts/export_backbone.py",
+                        info.name
+                    ))
                 } else if !bf16_fits {
-                    Some("the bf16 variant serves the backbone's own input size with --aspect squash only")
+                    Some(format!(
+                        "the bf16 variant of {} was traced at one input size and serves only that \
+                         size with --aspect squash; re-export it with scripts/export_backbone.py \
+                         (scripts/setup.sh does) to serve every size",
+                        info.name
+                    ))
                 } else {
                     None
                 };
@@ -211,6 +221,26 @@ pub fn default_run_dir(runs_root: &Path, category: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::image::{Aspect, InputSize};
+
+    fn info(bf16_input_size: Option<[u32; 2]>) -> BackboneInfo {
+        let traced = bf16_input_size.map(|s| serde_json::json!(s));
+        let mut bf16 = serde_json::json!({"file_suffix": "bf16.pt", "sha256": "b", "relative_error": 0.02, "device": "cpu"});
+        if let Some(size) = traced {
+            bf16["input_size"] = size;
+        }
+        serde_json::from_value(serde_json::json!({
+            "version": 1, "name": "net", "architecture": "a", "input_size": [224, 224],
+            "interpolation": "bilinear", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+            "channels": [1, 1, 1, 1, 1, 1, 1, 1, 1], "weights": "w", "weights_sha256": null,
+            "torchscript_sha256": "t",
+            "variants": {
+                "fp32_frozen": {"file_suffix": "frozen.pt", "sha256": "f", "relative_error": 0.0, "device": "cpu"},
+                "bf16": bf16,
+            }
+        }))
+        .unwrap()
+    }
 
     fn runtime(precision: Precision) -> Runtime {
         Runtime {
@@ -222,22 +252,56 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cuda_precision_choices() {
-        assert!(runtime(Precision::Auto).cuda_autocast(false).unwrap());
-        assert!(!runtime(Precision::Auto).cuda_autocast(true).unwrap(), "gradient maps: fp32");
-        assert!(!runtime(Precision::Fp32).cuda_autocast(false).unwrap());
-        assert!(runtime(Precision::Fp16).cuda_autocast(false).unwrap());
-        assert!(runtime(Precision::Fp16).cuda_autocast(true).is_err());
-        assert!(runtime(Precision::Bf16).cuda_autocast(false).is_err());
+    fn preprocess(width: u32, height: u32, aspect: Aspect) -> Preprocess {
+        Preprocess { size: InputSize { width, height }, aspect, mean: [0.5; 3], std: [0.5; 3] }
+    }
+
+    fn choose(
+        precision: Precision,
+        info: &BackboneInfo,
+        p: &Preprocess,
+    ) -> Result<Option<&'static str>> {
+        runtime(precision).choose_variant(info, p, false)
     }
 
     #[test]
-    fn batch_size_defaults_per_device_unless_given() {
-        let mut rt = runtime(Precision::Auto);
-        assert_eq!(rt.batch_size_for(tch::Device::Cpu), 16);
-        assert_eq!(rt.batch_size_for(tch::Device::Cuda(0)), 64);
-        rt.batch_size = Some(8);
-        assert_eq!(rt.batch_size_for(tch::Device::Cuda(0)), 8);
+    fn scripted_bf16_serves_every_size_and_aspect() {
+        let scripted = info(None);
+        for p in [
+            preprocess(224, 224, Aspect::Squash),
+            preprocess(320, 320, Aspect::Squash),
+            preprocess(576, 224, Aspect::Squash),
+            preprocess(224, 224, Aspect::Keep),
+            preprocess(256, 256, Aspect::Auto),
+        ] {
+            assert_eq!(choose(Precision::Bf16, &scripted, &p).unwrap(), Some("bf16"), "{p:?}");
+            let auto = choose(Precision::Auto, &scripted, &p).unwrap();
+            let expected = if cpu_has_bf16() { "bf16" } else { "fp32_frozen" };
+            assert_eq!(auto, Some(expected), "{p:?}");
+            assert_eq!(choose(Precision::Fp32, &scripted, &p).unwrap(), Some("fp32_frozen"));
+        }
+    }
+
+    #[test]
+    fn a_traced_bf16_variant_serves_its_own_squashed_size_only() {
+        let traced = info(Some([224, 224]));
+        let native = preprocess(224, 224, Aspect::Squash);
+        assert_eq!(choose(Precision::Bf16, &traced, &native).unwrap(), Some("bf16"));
+        for p in [preprocess(320, 320, Aspect::Squash), preprocess(224, 224, Aspect::Keep)] {
+            let error = choose(Precision::Bf16, &traced, &p).unwrap_err().to_string();
+            assert!(error.contains("--precision") && error.contains("re-export"), "{error}");
+            assert_eq!(choose(Precision::Auto, &traced, &p).unwrap(), Some("fp32_frozen"));
+        }
+    }
+
+    #[test]
+    fn bf16_is_refused_without_a_variant_and_for_gradients() {
+        let mut none = info(None);
+        none.variants.remove("bf16");
+        let p = preprocess(224, 224, Aspect::Squash);
+        let error = choose(Precision::Bf16, &none, &p).unwrap_err().to_string();
+        assert!(error.contains("no bf16 variant"), "{error}");
+        let gradient = runtime(Precision::Bf16).choose_variant(&info(None), &p, true);
+        assert!(gradient.unwrap_err().to_string().contains("gradient"));
     }
 }
