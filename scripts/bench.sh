@@ -5,6 +5,9 @@
 #   (b) anodet end to end: decode, resize, forward, pool, fit on train/good, score test/*
 #       (`anodet eval --protocol mvtec --no-cache`, wall clock, process start included);
 #   (c) the Python peer end to end, as its users run it (scripts/reference.py: fp32, PIL);
+#   (k) the same end to end with `--scorer knn --coreset 0.1` (patch memory), and its parts:
+#       `anodet fit` time on train/good, `anodet score` ms per test image (the run loaded once),
+#       and the memory bank's size on disk;
 #   peak RSS of `anodet fit` at 100 and at 1000 training images (generated, 256 px).
 # Usage: scripts/bench.sh [DATA_DIR] [CATEGORY]   (default ../shared/data mvtec-bottle)
 set -euo pipefail
@@ -47,6 +50,18 @@ start=$(now)
 $py scripts/reference.py eval --data "$data" --category "$category" --protocol mvtec --model models/efficientnet_lite0.pt > "$work/reference.json"
 c=$(calc "$images / ($(now) - $start)")
 
+start=$(now)
+$bin eval --data "$data" --category "$category" --protocol mvtec --no-cache --scorer knn --coreset 0.1 --no-report --out "$work/knn" > "$work/knn.txt"
+k=$(calc "$images / ($(now) - $start)")
+start=$(now)
+$bin fit --data "$data" --category "$category" --no-cache --scorer knn --coreset 0.1 --out "$work/knn-run" > /dev/null
+k_fit=$(calc "$(now) - $start")
+tests=$(find "$data/$category/test" -type f | wc -l)
+start=$(now)
+$bin score --model "$work/knn-run" $(find "$data/$category/test" -type f) > /dev/null
+k_ms=$(calc "1000 * ($(now) - $start) / $tests")
+bank_mb=$(calc "$(stat -c %s "$work/knn-run/model.safetensors") / 1048576")
+
 rss() {  # peak resident memory (MiB) of `anodet fit` on N generated training images
     $bin synth --data "$work/data" --category "n$1" --train-good "$1" --test-good 1 --per-defect 1 > /dev/null
     $py -c '
@@ -59,6 +74,7 @@ rss100=$(rss 100)
 rss1000=$(rss 1000)
 
 grep -E "image AUC" "$work/anodet.txt" | sed 's/^/anodet    /'
+grep -E "image AUC" "$work/knn.txt" | sed 's/^/anodet knn /'
 $py -c 'import json,sys; r=json.load(open(sys.argv[1])); print("reference image AUC", round(r["auc"], 4))' "$work/reference.json"
 printf '%s: %s images (train/good + test), %s cores, anodet path: %s\n' "$category" "$images" "$(nproc)" "$precision"
 printf '(a) forward only, batch 16:        %7.1f img/s\n' "$a"
@@ -66,4 +82,6 @@ printf '(b) anodet end to end:             %7.1f img/s\n' "$b"
 printf '(c) Python peer end to end:        %7.1f img/s\n' "$c"
 printf '(b)/(c) = %.2f   (target >= 2.5)\n' "$(calc "$b / $c")"
 printf '(b)/(a) = %.2f   (target >= 0.85)\n' "$(calc "$b / $a")"
+printf '(k) knn (coreset 0.1) end to end: %7.1f img/s   (k)/(c) = %.2f (target >= 2.5)\n' "$k" "$(calc "$k / $c")"
+printf '    knn fit on train/good %.1f s, score %.1f ms/image (process start and load included), bank %.1f MB\n' "$k_fit" "$k_ms" "$bank_mb"
 printf 'peak RSS of fit: %.0f MiB at 100 images, %.0f MiB at 1000 images (ratio %.2f)\n' "$rss100" "$rss1000" "$(calc "$rss1000 / $rss100")"
