@@ -154,3 +154,22 @@ fn heatmap_eval_page_has_the_pixel_figures_gallery_and_every_test_image() {
     assert_eq!(select(&document, "#section-galleries img").len(), 2);
     assert_eq!(select(&document, "table.images tbody tr").len(), 3 + 3 * 2, "test images");
 }
+
+#[test]
+fn a_knn_eval_page_maps_with_the_knn_scorer_itself() {
+    let ws = Workspace::with_images(16, 4, 4);
+    ws.anodet(&["eval", "--data", "data", "--category", "wood", "--scorer", "knn", "--out", "e"])
+        .ok();
+    let dir = ws.path().join("e");
+    let document = Html::parse_document(&fs::read_to_string(dir.join("report.html")).unwrap());
+    let body: String = document.root_element().text().collect();
+    assert!(body.contains("knn position scores (levels 6,7)"), "the map method is knn's own");
+    assert!(!body.contains("feature map, level"), "no Gaussian feature maps on a knn page");
+    let overlays = select(&document, "img")
+        .iter()
+        .filter_map(|img| img.value().attr("src"))
+        .filter(|src| src.contains("/o"))
+        .count();
+    assert!(overlays > 0, "the page shows anomaly maps");
+    referenced_files_exist(&document, &dir);
+}

@@ -29,7 +29,7 @@ use crate::metrics::{best_f1_threshold, roc_auc, roc_curve, Confusion, RocPoint,
 use crate::pipeline::embed::Embedder;
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
-use crate::scorer::ScorerSpec;
+use crate::scorer::{KnnParams, ScorerSpec};
 use crate::threshold::QuantileThreshold;
 
 /// Version of `metrics.json`.
@@ -197,9 +197,18 @@ pub struct EvalReport {
 pub struct EvalInputs {
     pub backbone: Backbone,
     pub preprocess: Preprocess,
-    /// Pooled features of the evaluation's levels: fit images first (`mvtec`), then the judged
-    /// images in the order of each run's samples.
-    pub features: FeatureSet,
+    /// What the page's anomaly maps are computed from: fit images first (`mvtec`), then the
+    /// judged images in the order of each run's samples.
+    pub maps_from: ReviewMaps,
+}
+
+/// The embeddings behind the review page's maps.
+pub enum ReviewMaps {
+    /// Pooled features of the evaluation's levels: maps are a fold Gaussian's feature map.
+    Pooled(FeatureSet),
+    /// A knn run's patch features: maps are its own position scores under each fold's memory
+    /// bank (refitted with the same seed, so the same bank that scored the fold).
+    Knn { params: KnnParams, patches: Embeddings },
 }
 
 pub fn evaluate(
@@ -336,22 +345,31 @@ fn run_evaluation(
     if !keep_inputs {
         return Ok((report, None));
     }
-    // The review page maps images with fold Gaussians of pooled features: the scorer's own
-    // embeddings when it reads those, else the pooled features (a cache hit after a patch pass).
-    let features = match scorer {
-        Scorer::Embedded { embeddings: Embeddings::Pooled(features), .. } => features,
+    // The review page maps a knn run with its own position scores, every other run with fold
+    // Gaussians of pooled features: the scorer's own embeddings when it reads those, else the
+    // pooled features (a cache hit after a patch pass).
+    let maps_from = match (scorer, &params.scorer) {
+        (
+            Scorer::Embedded { embeddings: patches @ Embeddings::Patches(_), .. },
+            ScorerSpec::Knn(knn),
+        ) => ReviewMaps::Knn { params: knn.clone(), patches },
+        (Scorer::Embedded { embeddings: Embeddings::Pooled(features), .. }, _) => {
+            ReviewMaps::Pooled(features)
+        }
         _ => {
             let opened = embedder.primary();
-            runtime
-                .extractor(&opened.backbone, &opened.preprocess, &params.features.levels)?
-                .extract(&paths, OnBadImage::Stop, progress)?
-                .features
+            ReviewMaps::Pooled(
+                runtime
+                    .extractor(&opened.backbone, &opened.preprocess, &params.features.levels)?
+                    .extract(&paths, OnBadImage::Stop, progress)?
+                    .features,
+            )
         }
     };
     let opened = embedder.into_primary();
     Ok((
         report,
-        Some(EvalInputs { backbone: opened.backbone, preprocess: opened.preprocess, features }),
+        Some(EvalInputs { backbone: opened.backbone, preprocess: opened.preprocess, maps_from }),
     ))
 }
 

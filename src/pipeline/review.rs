@@ -16,9 +16,10 @@ use crate::backbone::Backbone;
 use crate::data::image::decode;
 use crate::data::Category;
 use crate::error::{Error, Result};
+use crate::features::{Embeddings, FeatureSet};
 use crate::gaussian::{GaussianModel, GaussianParams};
 use crate::heatmap::{smooth, ImageScorer, MapModel, Method, TensorGaussian};
-use crate::pipeline::eval::{EvalInputs, EvalReport, Protocol, RunMetrics};
+use crate::pipeline::eval::{EvalInputs, EvalReport, Protocol, ReviewMaps, RunMetrics};
 use crate::pipeline::heatmap::{DecodedImage, MapScale, PixelReport};
 use crate::pipeline::tune::TuneReport;
 use crate::progress::Progress;
@@ -27,6 +28,7 @@ use crate::report::eval_page::{self, EvalPictures, OverlayScale};
 use crate::report::html::{self, Block, Column, Figure, ImageRow, ImageTable, Page, Section};
 use crate::report::tune_page::tune_page;
 use crate::report::{clock, overlay, pictures};
+use crate::scorer::{FittedScorer, KnnParams};
 use crate::threshold::quantile;
 
 /// The page's file name.
@@ -91,38 +93,110 @@ fn map_level(report: &EvalReport) -> Result<u8> {
 fn fold_models(
     report: &EvalReport,
     run: &RunMetrics,
-    inputs: &EvalInputs,
+    features: &FeatureSet,
 ) -> Result<Vec<FoldModel>> {
     let level = map_level(report)?;
-    let features = &inputs.features;
-    let offset = features
-        .len()
-        .checked_sub(run.samples.len())
-        .ok_or_else(|| Error::numeric("review", "fewer features than evaluated images"))?;
+    let offset = judged_offset(&features.paths, run)?;
     let matrix = features
         .level(level)
         .ok_or_else(|| Error::numeric("review", format!("level {level} features missing")))?;
-    if run.samples.iter().enumerate().any(|(i, s)| features.paths[offset + i] != s.path) {
+    fold_training_rows(report, run, offset)
+        .into_iter()
+        .map(|rows| {
+            let selected = matrix.select(ndarray::Axis(0), &rows);
+            Ok(FoldModel { level, gaussian: GaussianParams::new().fit(selected.view())? })
+        })
+        .collect()
+}
+
+/// Where the judged images start among embeddings of the fit images (`mvtec`) then the judged
+/// ones; checks that they are the run's samples, in order.
+fn judged_offset(paths: &[PathBuf], run: &RunMetrics) -> Result<usize> {
+    let offset = paths
+        .len()
+        .checked_sub(run.samples.len())
+        .ok_or_else(|| Error::numeric("review", "fewer features than evaluated images"))?;
+    if run.samples.iter().enumerate().any(|(i, s)| paths[offset + i] != s.path) {
         return Err(Error::numeric("review", "features and evaluated images disagree"));
     }
-    let fit = |rows: Vec<usize>| -> Result<FoldModel> {
-        let selected = matrix.select(ndarray::Axis(0), &rows);
-        Ok(FoldModel { level, gaussian: GaussianParams::new().fit(selected.view())? })
-    };
+    Ok(offset)
+}
+
+/// Per fold of the first run (one for `mvtec`): the rows of the good images it was fitted on.
+fn fold_training_rows(report: &EvalReport, run: &RunMetrics, offset: usize) -> Vec<Vec<usize>> {
     match report.protocol {
-        Protocol::Mvtec => Ok(vec![fit((0..offset).collect())?]),
+        Protocol::Mvtec => vec![(0..offset).collect()],
         Protocol::Cv => (0..report.folds)
             .map(|fold| {
-                fit(run
-                    .samples
+                run.samples
                     .iter()
                     .enumerate()
                     .filter(|(_, s)| !s.defective && s.fold != Some(fold))
                     .map(|(i, _)| offset + i)
-                    .collect())
+                    .collect()
             })
             .collect(),
     }
+}
+
+/// The mapped images that fold `fold`'s model scored.
+fn fold_members(
+    report: &EvalReport,
+    run: &RunMetrics,
+    mapped: &BTreeSet<usize>,
+    fold: usize,
+) -> Vec<usize> {
+    mapped
+        .iter()
+        .copied()
+        .filter(|&i| report.protocol == Protocol::Mvtec || run.samples[i].fold == Some(fold))
+        .collect()
+}
+
+/// Knn maps of the mapped images, each under the memory bank of the fold that scored it
+/// (refitted on that fold's good images with the run's settings and seed: the same bank), from
+/// the run's patch features, smoothed and resized to each image like `heatmap`'s maps.
+fn knn_fold_maps(
+    report: &EvalReport,
+    run: &RunMetrics,
+    params: &KnnParams,
+    patches: &Embeddings,
+    mapped: &BTreeSet<usize>,
+    decoded: &HashMap<usize, DecodedImage>,
+    progress: &dyn Progress,
+) -> Result<HashMap<usize, Vec<f32>>> {
+    let offset = judged_offset(patches.paths(), run)?;
+    let mut maps = HashMap::new();
+    progress.start(mapped.len() as u64, "review page: anomaly maps");
+    for (fold, rows) in fold_training_rows(report, run, offset).into_iter().enumerate() {
+        let members = fold_members(report, run, mapped, fold);
+        if members.is_empty() {
+            continue;
+        }
+        let model = params.fit_patches(patches.select(&rows).patches()?)?;
+        let rows: Vec<usize> = members.iter().map(|&i| offset + i).collect();
+        let position_maps = model
+            .maps(&patches.select(&rows))?
+            .ok_or_else(|| Error::numeric("review", "the knn model gave no maps"))?;
+        for (&i, position) in members.iter().zip(position_maps) {
+            let Some(image) = decoded.get(&i) else { continue };
+            let raw = tch::Tensor::from_slice(&position.values).view([
+                1,
+                position.height as i64,
+                position.width as i64,
+            ]);
+            let smoothed = smooth::to_input_size(
+                &raw,
+                image.prepared.height as i64,
+                image.prepared.width as i64,
+            )?;
+            let (w, h) = (image.image.width() as i64, image.image.height() as i64);
+            maps.insert(i, smooth::to_vec(&smooth::resize(&smoothed.get(0), h, w)?)?);
+            progress.advance(1);
+        }
+    }
+    progress.finish();
+    Ok(maps)
 }
 
 /// Good images spread evenly over the good scores, whose maps set the colour scale.
@@ -240,28 +314,37 @@ pub fn write_eval_review(
             progress,
         )?;
         pictures.thumbnails = thumbnails;
-        let models = fold_models(report, run, inputs)?;
         // Maps, each by the model of the fold that scored the image.
-        let mut maps: HashMap<usize, Vec<f32>> = HashMap::new();
-        progress.start(mapped.len() as u64, "review page: anomaly maps");
-        for (fold, model) in models.iter().enumerate() {
-            let members: Vec<usize> = mapped
-                .iter()
-                .copied()
-                .filter(|&i| {
-                    report.protocol == Protocol::Mvtec || run.samples[i].fold == Some(fold)
-                })
-                .collect();
-            for chunk in members.chunks(CHUNK) {
-                let images: Vec<&DecodedImage> =
-                    chunk.iter().filter_map(|i| decoded.get(i)).collect();
-                let chunk_maps = overlay_maps(model, &inputs.backbone, &images)?;
-                maps.extend(chunk.iter().copied().zip(chunk_maps));
-                progress.advance(chunk.len() as u64);
-            }
-        }
-        progress.finish();
         let level = map_level(report)?;
+        let (maps, method, map_level, described) = match &inputs.maps_from {
+            ReviewMaps::Knn { params, patches } => (
+                knn_fold_maps(report, run, params, patches, &mapped, &decoded, progress)?,
+                Method::Knn,
+                None,
+                format!("knn position scores (levels {})", report.levels),
+            ),
+            ReviewMaps::Pooled(features) => {
+                let mut maps: HashMap<usize, Vec<f32>> = HashMap::new();
+                progress.start(mapped.len() as u64, "review page: anomaly maps");
+                for (fold, model) in fold_models(report, run, features)?.iter().enumerate() {
+                    let members = fold_members(report, run, &mapped, fold);
+                    for chunk in members.chunks(CHUNK) {
+                        let images: Vec<&DecodedImage> =
+                            chunk.iter().filter_map(|i| decoded.get(i)).collect();
+                        let chunk_maps = overlay_maps(model, &inputs.backbone, &images)?;
+                        maps.extend(chunk.iter().copied().zip(chunk_maps));
+                        progress.advance(chunk.len() as u64);
+                    }
+                }
+                progress.finish();
+                let described = if report.backbone == "hlac" {
+                    format!("HLAC cell map (16×16 cells), level {level}")
+                } else {
+                    format!("feature map, level {level}")
+                };
+                (maps, Method::Feature, Some(level), described)
+            }
+        };
         let mut values: Vec<f64> = Vec::new();
         for i in &scale_set {
             if let Some(map) = maps.get(i) {
@@ -272,13 +355,7 @@ pub fn write_eval_review(
         if !values.is_empty() {
             let low = quantile(&values, 0.5)? as f32;
             let high = (quantile(&values, 0.999)? as f32).max(low + f32::EPSILON);
-            let scale = MapScale {
-                method: Method::Feature,
-                level: Some(level),
-                low,
-                high,
-                images: scale_set.len(),
-            };
+            let scale = MapScale { method, level: map_level, low, high, images: scale_set.len() };
             let mask_of = masks(&report.data_root, &report.category);
             let written: Vec<Result<(usize, String)>> = shown
                 .par_iter()
@@ -296,16 +373,11 @@ pub fn write_eval_review(
                 })
                 .collect();
             pictures.overlays = written.into_iter().collect::<Result<_>>()?;
-            let backbone = if report.backbone == "hlac" {
-                format!("HLAC cell map (16×16 cells), level {level}")
-            } else {
-                format!("feature map, level {level}")
-            };
             pictures.scale = Some(OverlayScale {
                 low,
                 high,
                 method: format!(
-                    "{backbone}, each image under the model of the fold that scored it; the ground-truth mask, where there is one, outlined in white"
+                    "{described}, each image under the model of the fold that scored it; the ground-truth mask, where there is one, outlined in white"
                 ),
                 measured_on: format!("the maps of {} held-out good images spread over the good scores", scale_set.len()),
                 stops: colour_stops(),
