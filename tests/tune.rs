@@ -140,6 +140,47 @@ fn a_one_candidate_grid_gives_exactly_evals_figures() {
         assert_eq!(tuned["outer"][key], run[key], "{key}");
     }
     assert!(tuned["outer"]["auc"].as_f64().is_some());
+
+    // --repeats 2: the second seed's nested figures are eval's at that seed.
+    ws.anodet(&[
+        "tune",
+        "--data",
+        "data",
+        "--category",
+        "wood",
+        "--grid",
+        "grid.json",
+        "--repeats",
+        "2",
+        "--no-report",
+        "--out",
+        "t2",
+    ])
+    .ok();
+    ws.anodet(&[
+        "eval",
+        "--data",
+        "data",
+        "--category",
+        "wood",
+        "--levels",
+        "6-8",
+        "--seed",
+        "1",
+        "--no-report",
+        "--out",
+        "e1",
+    ])
+    .ok();
+    let repeated: serde_json::Value = serde_json::from_str(&read("t2/tune.json")).unwrap();
+    let seed1: serde_json::Value = serde_json::from_str(&read("e1/metrics.json")).unwrap();
+    let repeats = repeated["repeats"].as_array().unwrap();
+    assert_eq!(repeats.len(), 2);
+    assert_eq!(repeats[0]["auc"], run["auc"]);
+    assert_eq!(repeats[1]["seed"], 1);
+    assert_eq!(repeats[1]["auc"], seed1["runs"][0]["auc"]);
+    assert_eq!(repeats[1]["honest_f1"], seed1["runs"][0]["honest"]["f1"]);
+    assert!(repeated["repeat_auc"]["mean"].as_f64().is_some());
 }
 
 #[test]

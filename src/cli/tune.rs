@@ -45,6 +45,10 @@ pub struct TuneArgs {
     /// Seed of the outer and inner fold assignment (and of the synthetic defects).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Repeat the whole nested CV with seeds seed, seed+1, …, and report the mean and spread of
+    /// the nested figures (the outputs are the first seed's). Costs N times the fits.
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
     /// Time budget in minutes: candidates whose estimated time (from those already run) no
     /// longer fits are dropped, and named. E.g. --budget 15.
     #[arg(long, value_name = "MIN")]
@@ -157,7 +161,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<i32> {
         synthetic_dir: staging.path().join("synthetic"),
     };
     let bar = TuneBar(ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr()));
-    let mut report = tune::tune(&params, &runtime, &bar, &bar)?;
+    let mut report = tune::tune_repeated(&params, args.repeats, &runtime, &bar, &bar)?;
     // Paths inside the staging folder become paths inside the final folder; the review page
     // reads the painted images where they are now.
     let decode_from: Vec<PathBuf> = report.outer.samples.iter().map(|s| s.path.clone()).collect();
@@ -175,6 +179,9 @@ pub fn run(args: TuneArgs) -> anyhow::Result<i32> {
         "outer_folds": report.outer_folds,
         "outer": report.outer,
         "chosen": report.candidates[report.chosen].label,
+        "repeats": report.repeats,
+        "repeat_auc": report.repeat_auc,
+        "repeat_honest_f1": report.repeat_honest_f1,
     });
     report::atomic::write_json(&staging.path().join("metrics.json"), &metrics)?;
     report::csv::write_scores(&staging.path().join("scores.csv"), &report.outer)?;
@@ -302,6 +309,28 @@ fn render(report: &TuneReport, out: &std::path::Path) -> Vec<String> {
             h.confusion.true_positive
         ))
     ));
+    if let (Some(auc), Some(f1)) = (report.repeat_auc, report.repeat_honest_f1) {
+        lines.push(format!(
+            "over {} repeats (seeds {}-{}): nested AUROC {:.4} ± {:.4}, honest F1 {:.4} ± {:.4}",
+            report.repeats.len(),
+            report.seed,
+            report.seed + report.repeats.len() as u64 - 1,
+            auc.mean,
+            auc.std,
+            f1.mean,
+            f1.std
+        ));
+        for repeat in &report.repeats {
+            lines.push(format!(
+                "  seed {}: nested AUROC {}, honest F1 {}; per fold {}; final {}",
+                repeat.seed,
+                figure(repeat.auc),
+                figure(repeat.honest_f1),
+                repeat.chosen_per_fold.join(" | "),
+                repeat.chosen
+            ));
+        }
+    }
     lines.push(format!("NOTE: {}", report.honesty));
     let chosen = &report.candidates[report.chosen];
     lines.push(format!(

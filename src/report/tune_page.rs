@@ -55,6 +55,19 @@ pub fn tune_page(
         figure(report.outer.honest.as_ref().and_then(|h| h.f1)),
         report.honesty
     ))];
+    if let (Some(auc), Some(f1)) = (report.repeat_auc, report.repeat_honest_f1) {
+        blocks.push(Block::Paragraph(format!(
+            "Over {} repeats of the whole nested CV (seeds {}–{}): nested AUROC {:.3} ± {:.3}, \
+             honest F1 {:.3} ± {:.3}. The page shows the first seed.",
+            report.repeats.len(),
+            report.seed,
+            report.seed + report.repeats.len() as u64 - 1,
+            auc.mean,
+            auc.std,
+            f1.mean,
+            f1.std
+        )));
+    }
     blocks.extend(report.notes.iter().map(|note| Block::Paragraph(format!("Note: {note}"))));
     blocks.push(Block::Table(Table {
         header: ["outer fold", "chosen on its training part", "AUROC", "honest F1", "TN FP FN TP"]

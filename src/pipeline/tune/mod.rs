@@ -378,6 +378,74 @@ pub struct TuneReport {
     /// Every image the tune saw, with its label.
     pub images_seen: Vec<(PathBuf, String)>,
     pub timing: Timing,
+    /// With `--repeats N`: the whole nested CV once per seed (seed, seed + 1, …); the outputs
+    /// above are the first seed's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repeats: Vec<Repeat>,
+    /// Mean and spread of the nested AUROC and honest F1 over the repeats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat_auc: Option<MeanSpread>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat_honest_f1: Option<MeanSpread>,
+}
+
+/// One repeat of the nested CV.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Repeat {
+    pub seed: u64,
+    pub auc: Option<f64>,
+    pub honest_f1: Option<f64>,
+    /// The candidate each outer fold chose.
+    pub chosen_per_fold: Vec<String>,
+    /// The final choice on all images.
+    pub chosen: String,
+}
+
+/// [`tune`] `repeats` times with seeds `params.seed`, `params.seed + 1`, …: the report of the
+/// first seed, with every repeat's nested figures and their mean and spread. Painted defects of
+/// later repeats go to a temporary folder (the outputs keep the first seed's).
+pub fn tune_repeated(
+    params: &TuneParams,
+    repeats: usize,
+    runtime: &Runtime,
+    progress: &dyn Progress,
+    hooks: &dyn TuneHooks,
+) -> Result<TuneReport> {
+    if repeats == 0 {
+        return Err(Error::param("--repeats", "must be at least 1"));
+    }
+    let mut first = tune(params, runtime, progress, hooks)?;
+    if repeats == 1 {
+        return Ok(first);
+    }
+    let summary = |report: &TuneReport| Repeat {
+        seed: report.seed,
+        auc: report.outer.auc,
+        honest_f1: report.outer.honest.as_ref().and_then(|h| h.f1),
+        chosen_per_fold: report.outer_folds.iter().map(|f| f.chosen_label.clone()).collect(),
+        chosen: report.candidates[report.chosen].label.clone(),
+    };
+    let mut all = vec![summary(&first)];
+    for r in 1..repeats {
+        hooks.note(&format!("repeat {}/{repeats} (seed {})", r + 1, params.seed + r as u64));
+        let scratch = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        let repeat = TuneParams {
+            seed: params.seed + r as u64,
+            synthetic_dir: scratch.path().join("synthetic"),
+            ..params.clone()
+        };
+        let report = tune(&repeat, runtime, progress, hooks)?;
+        all.push(summary(&report));
+        first.timing.seconds += report.timing.seconds;
+        first.timing.network_seconds += report.timing.network_seconds;
+        first.timing.fit_score_seconds += report.timing.fit_score_seconds;
+    }
+    let defined =
+        |pick: fn(&Repeat) -> Option<f64>| -> Vec<f64> { all.iter().filter_map(pick).collect() };
+    first.repeat_auc = MeanSpread::of(&defined(|r| r.auc));
+    first.repeat_honest_f1 = MeanSpread::of(&defined(|r| r.honest_f1));
+    first.repeats = all;
+    Ok(first)
 }
 
 impl TuneReport {
@@ -846,6 +914,9 @@ pub fn tune(
             fit_score_seconds,
             seconds: started.elapsed().as_secs_f64(),
         },
+        repeats: Vec::new(),
+        repeat_auc: None,
+        repeat_honest_f1: None,
     })
 }
 
