@@ -31,7 +31,10 @@ pub fn tune_page(
     );
     let mut page = eval_page(outer, pictures, &scorer, date);
     page.title = format!("anodet tune: {}", report.category);
-    page.run.retain(|(label, _)| !matches!(label.as_str(), "backbone" | "levels" | "precision"));
+    // The tune's notes are shown in its own section; backbone and levels differ per candidate.
+    page.run.retain(|(label, _)| {
+        !matches!(label.as_str(), "backbone" | "levels" | "precision" | "warning")
+    });
     page.run
         .push(("grid".into(), format!("{} ({} candidates)", report.grid, report.candidates.len())));
     page.run.push((
