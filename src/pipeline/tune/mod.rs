@@ -193,7 +193,7 @@ pub fn check_backbones(candidates: &[Candidate], models_dir: &Path, source: &str
                 format!(
                     "candidate {}: backbone {name} is not installed ({} is missing); export it \
                      with scripts/export_backbone.py {name} (scripts/setup.sh does this for \
-                     efficientnet_lite0)",
+                     efficientnet_lite0, _lite1 and _lite2)",
                     i + 1,
                     file.display()
                 ),
