@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::eval::{EvalReport, Protocol, RunMetrics, ThresholdResult};
 use crate::report::atomic;
 use crate::rng::Rng;
+use crate::scorer::ScorerSpec;
 
 const SIZE: (u32, u32) = (900, 640);
 const FONT: &str = "sans-serif";
@@ -147,6 +148,18 @@ fn count_axis_top(highest: usize) -> u32 {
     (highest + highest.div_ceil(10)).max(1) as u32
 }
 
+/// What the score axis measures, by the run's scorer.
+fn score_axis(report: &EvalReport) -> &'static str {
+    match report.scorer {
+        ScorerSpec::Gaussian => "anomaly score (summed Mahalanobis distance, out-of-fold)",
+        ScorerSpec::Knn(_) => "anomaly score (patch distance to the memory bank, out-of-fold)",
+        ScorerSpec::Subspace(_) => {
+            "anomaly score (residual outside the good subspace, out-of-fold)"
+        }
+        ScorerSpec::Ensemble(_) => "anomaly score (sum of standardised member scores, out-of-fold)",
+    }
+}
+
 fn histogram(path: &Path, report: &EvalReport, run: &RunMetrics) -> Result<()> {
     let oracle = thresholds_of(&run.oracle);
     let honest = thresholds_of(&run.honest);
@@ -173,7 +186,7 @@ fn histogram(path: &Path, report: &EvalReport, run: &RunMetrics) -> Result<()> {
             .map_err(err)?;
         chart
             .configure_mesh()
-            .x_desc("anomaly score (summed Mahalanobis distance, out-of-fold)")
+            .x_desc(score_axis(report))
             .y_desc("images")
             .y_labels((top as usize + 1).min(11))
             .label_style((FONT, 16))
