@@ -276,15 +276,7 @@ fn render(report: &TuneReport, out: &std::path::Path) -> Vec<String> {
         "outer fold", "chosen on its training part", "AUROC", "honest F1", "TN FP FN TP"
     ));
     for fold in &report.outer_folds {
-        let confusion = fold.confusion.map_or_else(
-            || "-".into(),
-            |c| {
-                format!(
-                    "{} {} {} {}",
-                    c.true_negative, c.false_positive, c.false_negative, c.true_positive
-                )
-            },
-        );
+        let confusion = fold.confusion.map_or_else(|| "-".into(), |c| c.counts());
         lines.push(format!(
             "{:>10}  {:<52} {:>8} {:>10} {:>18}",
             fold.fold + 1,
@@ -301,13 +293,7 @@ fn render(report: &TuneReport, out: &std::path::Path) -> Vec<String> {
         figure(honest.and_then(|h| h.f1)),
         figure(honest.and_then(|h| h.precision)),
         figure(honest.and_then(|h| h.recall)),
-        honest.map_or_else(String::new, |h| format!(
-            ", confusion TN {} FP {} FN {} TP {}",
-            h.confusion.true_negative,
-            h.confusion.false_positive,
-            h.confusion.false_negative,
-            h.confusion.true_positive
-        ))
+        honest.map_or_else(String::new, |h| format!(", confusion {}", h.confusion.named_counts()))
     ));
     if let (Some(auc), Some(f1)) = (report.repeat_auc, report.repeat_honest_f1) {
         lines.push(format!(

@@ -13,6 +13,22 @@ pub struct Confusion {
 }
 
 impl Confusion {
+    /// The four counts as `TN FP FN TP` values, e.g. `891 61 52 340` (for a column headed so).
+    pub fn counts(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.true_negative, self.false_positive, self.false_negative, self.true_positive
+        )
+    }
+
+    /// The four counts, each named: `TN 891 FP 61 FN 52 TP 340`.
+    pub fn named_counts(&self) -> String {
+        format!(
+            "TN {} FP {} FN {} TP {}",
+            self.true_negative, self.false_positive, self.false_negative, self.true_positive
+        )
+    }
+
     /// Predicts "defective" for scores strictly above `threshold`.
     pub fn at(scores: &[f64], labels: &[bool], threshold: f64) -> Result<Confusion> {
         validate(scores, labels)?;

@@ -13,14 +13,11 @@ fn threshold_line(label: &str, result: &Option<ThresholdResult>) -> String {
             let c = &t.confusion;
             let shown: Vec<String> = t.thresholds.iter().map(|v| format!("{v:.3}")).collect();
             format!(
-                "{label:<22} F1 {}  precision {}  recall {}  TN {} FP {} FN {} TP {}  threshold {}",
+                "{label:<22} F1 {}  precision {}  recall {}  {}  threshold {}",
                 figure(t.f1),
                 figure(t.precision),
                 figure(t.recall),
-                c.true_negative,
-                c.false_positive,
-                c.false_negative,
-                c.true_positive,
+                c.named_counts(),
                 shown.join("/")
             )
         }

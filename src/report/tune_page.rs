@@ -85,18 +85,7 @@ pub fn tune_page(
                     fold.chosen_label.clone(),
                     figure(fold.auc),
                     figure(fold.honest_f1),
-                    fold.confusion.map_or_else(
-                        || "n/a".into(),
-                        |c| {
-                            format!(
-                                "{} {} {} {}",
-                                c.true_negative,
-                                c.false_positive,
-                                c.false_negative,
-                                c.true_positive
-                            )
-                        },
-                    ),
+                    fold.confusion.map_or_else(|| "n/a".into(), |c| c.counts()),
                 ]
             })
             .collect(),
