@@ -9,6 +9,7 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    anodet::backbone::allocator::keep_freed_memory_for_reuse();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Fit(args) => cli::fit::run(args),

@@ -1,5 +1,6 @@
 //! Backbones turn a batch of prepared images into feature maps, one per level (1–9).
 
+pub mod allocator;
 pub mod device;
 pub mod hlac;
 pub mod levels;
