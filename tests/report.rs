@@ -173,3 +173,62 @@ fn a_knn_eval_page_maps_with_the_knn_scorer_itself() {
     assert!(overlays > 0, "the page shows anomaly maps");
     referenced_files_exist(&document, &dir);
 }
+
+#[test]
+fn maps_kept_from_the_evaluation_pass_equal_a_second_pass() {
+    use anodet::features::{FeatureSpec, OnBadImage};
+    use anodet::gaussian::GaussianParams;
+    use anodet::pipeline::heatmap::DecodedImage;
+    use anodet::pipeline::review::{overlay_maps, overlay_maps_from_kept, FoldModel};
+    use anodet::pipeline::Runtime;
+    use anodet::progress::Silent;
+
+    let ws = Workspace::with_images(12, 2, 2);
+    let runtime = Runtime {
+        models_dir: common::models_dir(),
+        device: anodet::backbone::DeviceSpec::Cpu,
+        batch_size: Some(5),
+        cache_root: None,
+        precision: anodet::backbone::Precision::Auto,
+    };
+    let spec = FeatureSpec {
+        backbone: "efficientnet_lite0".into(),
+        levels: anodet::backbone::Levels::new(vec![6, 7]).unwrap(),
+        size: Some("96".parse().unwrap()),
+        aspect: anodet::data::image::Aspect::Squash,
+    };
+    let (backbone, preprocess) = runtime.open_backbone(&spec).unwrap();
+    let category = anodet::data::Category::discover(&ws.data(), "wood").unwrap();
+    let paths: Vec<_> = category.all().iter().map(|s| s.path.clone()).collect();
+    let mut extractor = runtime.extractor(&backbone, &preprocess, &spec.levels).unwrap();
+    let plain = extractor.extract(&paths, OnBadImage::Stop, &Silent).unwrap();
+    extractor.map_level = Some(7);
+    let keeping = extractor.extract(&paths, OnBadImage::Stop, &Silent).unwrap();
+    // Keeping the maps changes no feature.
+    assert_eq!(plain.features.per_level, keeping.features.per_level);
+    assert!((0..paths.len()).all(|i| plain.maps.get(i).is_none()), "no map unless asked");
+    assert_eq!(keeping.maps.level, Some(7));
+    assert_eq!(keeping.maps.maps.len(), paths.len());
+
+    let fold = FoldModel {
+        level: 7,
+        gaussian: GaussianParams::new().fit(keeping.features.level(7).unwrap()).unwrap(),
+    };
+    let decoded: Vec<DecodedImage> = paths
+        .iter()
+        .map(|path| {
+            let image = anodet::data::image::decode(path).unwrap();
+            DecodedImage { path: path.clone(), prepared: preprocess.prepare_decoded(&image), image }
+        })
+        .collect();
+    let images: Vec<&DecodedImage> = decoded.iter().collect();
+    let kept: Vec<_> = (0..paths.len()).map(|i| keeping.maps.get(i).unwrap()).collect();
+    let second_pass = overlay_maps(&fold, &backbone, &images).unwrap();
+    let from_kept = overlay_maps_from_kept(&fold, &kept, &images).unwrap();
+    for (a, b) in second_pass.iter().zip(&from_kept) {
+        assert_eq!(a.len(), b.len());
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(worst <= 1e-4 * scale, "kept-map overlay differs by {worst} (scale {scale})");
+    }
+}

@@ -270,6 +270,18 @@ impl TorchBackbone {
     /// level, in the order of `levels`.
     /// On CUDA the pooled levels come back to the host in one copy.
     pub fn pooled(&self, images: &[&PreparedImage], levels: &Levels) -> Result<Vec<Array2<f32>>> {
+        Ok(self.pooled_keeping_map(images, levels, None)?.0)
+    }
+
+    /// [`TorchBackbone::pooled`], also returning the spatial map of `map_level` from the same
+    /// pass (fp32 on the host, `images × channels × height × width`): the pooled features are
+    /// exactly `pooled`'s either way.
+    pub fn pooled_keeping_map(
+        &self,
+        images: &[&PreparedImage],
+        levels: &Levels,
+        map_level: Option<u8>,
+    ) -> Result<(Vec<Array2<f32>>, Option<Tensor>)> {
         let input = if self.device.is_cuda() {
             let first = images.first().ok_or_else(|| Error::param("batch", "empty batch"))?;
             let shape = [images.len() as i64, 3, first.height as i64, first.width as i64];
@@ -281,8 +293,21 @@ impl TorchBackbone {
             self.batch_tensor(images)?
         };
         let torch = |e| Error::torch(format!("{}: pooling", self.path.display()), e);
-        let pooled = tch::no_grad(|| -> Result<Tensor> {
+        let rows = images.len() as i64; // without the padding rows
+        let (pooled, kept) = tch::no_grad(|| -> Result<(Tensor, Option<Tensor>)> {
             let maps = self.autocast_forward(&input)?;
+            let kept = map_level
+                .map(|level| {
+                    let map = maps.get(level as usize - 1).ok_or_else(|| {
+                        Error::param("--levels", format!("no level {level} to keep"))
+                    })?;
+                    map.f_narrow(0, 0, rows)
+                        .and_then(|m| m.f_to_kind(Kind::Float))
+                        .and_then(|m| m.f_to_device(Device::Cpu))
+                        .and_then(|m| m.f_contiguous())
+                        .map_err(torch)
+                })
+                .transpose()?;
             let means = levels
                 .as_slice()
                 .iter()
@@ -291,15 +316,15 @@ impl TorchBackbone {
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(torch)?;
-            let rows = images.len() as i64; // without the padding rows
-            Tensor::f_cat(&means, 1)
+            let pooled = Tensor::f_cat(&means, 1)
                 .and_then(|t| t.f_narrow(0, 0, rows))
                 .and_then(|t| t.f_to_device(Device::Cpu))
-                .map_err(torch)
+                .map_err(torch)?;
+            Ok((pooled, kept))
         })?;
         let all = tensor_to_array2(&pooled)?;
         let mut start = 0;
-        levels
+        let per_level = levels
             .as_slice()
             .iter()
             .map(|&level| {
@@ -314,7 +339,8 @@ impl TorchBackbone {
                 start += width;
                 Ok(block)
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok((per_level, kept))
     }
 
     /// Global-average-pooled features of the chosen levels of a forward pass's nine maps (the

@@ -83,6 +83,37 @@ pub struct Extractor<'a> {
     pub batch_size: usize,
     /// Reuse and store pooled features across runs.
     pub cache: Option<FeatureCache>,
+    /// Also keep this level's spatial map of every image the network runs on (not of cache
+    /// hits), up to [`MAX_KEPT_MAP_BYTES`]: a review page maps those images without a second
+    /// pass.
+    pub map_level: Option<u8>,
+}
+
+/// At most this much memory holds kept maps; images beyond it are left to a second pass.
+pub const MAX_KEPT_MAP_BYTES: usize = 512 << 20;
+
+/// One image's spatial feature map of one level: `channels × height × width`, row-major.
+#[derive(Debug, Clone)]
+pub struct LevelMap {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub values: Vec<f32>,
+}
+
+/// Kept maps of one level, aligned with an extraction's rows (`None` for images that came from
+/// the cache or lay beyond the memory limit).
+#[derive(Debug, Clone, Default)]
+pub struct LevelMaps {
+    pub level: Option<u8>,
+    pub maps: Vec<Option<LevelMap>>,
+}
+
+impl LevelMaps {
+    /// The kept map of row `row`, if any.
+    pub fn get(&self, row: usize) -> Option<&LevelMap> {
+        self.maps.get(row).and_then(Option::as_ref)
+    }
 }
 
 /// Features of the images that could be read, and the errors of those that could not.
@@ -91,6 +122,8 @@ pub struct Extraction {
     pub failures: Vec<Error>,
     /// How many images came from the cache rather than the network.
     pub cache_hits: usize,
+    /// The maps kept for [`Extractor::map_level`].
+    pub maps: LevelMaps,
 }
 
 /// One image after the decoding thread: its features from the cache, or ready network input.
@@ -103,8 +136,9 @@ type Decoded = Vec<(usize, Result<Item>)>;
 /// Images waiting for the network, grouped by input size: (index, image, content hash).
 type SizeGroups = BTreeMap<(u32, u32), Vec<(usize, PreparedImage, String)>>;
 
-/// Computes one row per image of a same-sized group (given the images' content hashes).
-type RowCompute<'a> = dyn Fn(&[&PreparedImage], &[&str]) -> Result<Vec<Vec<f32>>> + 'a;
+/// Computes one row per image of a same-sized group (given the images' input indices and content
+/// hashes).
+type RowCompute<'a> = dyn Fn(&[usize], &[&PreparedImage], &[&str]) -> Result<Vec<Vec<f32>>> + 'a;
 
 /// Rows computed per image (by input index), the errors of unreadable images, cache hits.
 type Rows = (Vec<(usize, Vec<f32>)>, Vec<Error>, usize);
@@ -118,15 +152,35 @@ impl Extractor<'_> {
         progress: &dyn Progress,
     ) -> Result<Extraction> {
         let all_levels = Levels::new((1..=9).collect())?;
+        let kept = std::sync::Mutex::new(KeptMaps::default());
         // Each row: all nine pooled levels, concatenated (the cache keeps them all).
-        let compute = |images: &[&PreparedImage], _: &[&str]| -> Result<Vec<Vec<f32>>> {
-            let pooled = self.backbone.pooled(images, &all_levels)?;
-            Ok((0..images.len())
-                .map(|row| pooled.iter().flat_map(|m| m.row(row).to_vec()).collect())
-                .collect())
-        };
+        let compute =
+            |indices: &[usize], images: &[&PreparedImage], _: &[&str]| -> Result<Vec<Vec<f32>>> {
+                let (pooled, map) = match (self.backbone, self.map_level) {
+                    (Backbone::Torch(torch), Some(level)) => {
+                        torch.pooled_keeping_map(images, &all_levels, Some(level))?
+                    }
+                    _ => (self.backbone.pooled(images, &all_levels)?, None),
+                };
+                if let Some(map) = map {
+                    keep_maps(&kept, indices, &map)?;
+                }
+                Ok((0..images.len())
+                    .map(|row| pooled.iter().flat_map(|m| m.row(row).to_vec()).collect())
+                    .collect())
+            };
         let (rows, failures, cache_hits) =
             self.extract_rows(paths, policy, progress, self.cache.as_ref(), &compute)?;
+        let mut kept: BTreeMap<usize, LevelMap> = kept
+            .into_inner()
+            .map_err(|_| Error::numeric("features", "a kept map's lock was poisoned"))?
+            .maps
+            .into_iter()
+            .collect();
+        let maps = LevelMaps {
+            level: self.map_level,
+            maps: rows.iter().map(|(index, _)| kept.remove(index)).collect(),
+        };
         let info = self.backbone.info();
         let per_level = self
             .levels
@@ -142,7 +196,7 @@ impl Extractor<'_> {
             levels: self.levels.clone(),
             per_level,
         };
-        Ok(Extraction { features, failures, cache_hits })
+        Ok(Extraction { features, failures, cache_hits, maps })
     }
 
     /// Extracts patch features of `levels` (see [`patches`]) of `paths`, in order: the images
@@ -161,32 +215,33 @@ impl Extractor<'_> {
         // Each row: grid height, grid width, then the positions' values. The same pass gives
         // every level's pooled features: stored in the pooled cache, a pooled scorer on these
         // images (an ensemble's other member, a later eval) needs no second pass.
-        let compute = |images: &[&PreparedImage], contents: &[&str]| -> Result<Vec<Vec<f32>>> {
-            let maps = torch.forward(&torch.batch_tensor(images)?)?;
-            if let Some(pooled_cache) = &self.cache {
-                let pooled = torch.pool_maps(&maps, &Levels::new((1..=9).collect())?)?;
-                for (row, (image, content)) in images.iter().zip(contents).enumerate() {
-                    let values: Vec<f32> =
-                        pooled.iter().flat_map(|m| m.row(row).to_vec()).collect();
-                    let squashed = (image.width, image.height)
-                        == (self.preprocess.size.width, self.preprocess.size.height);
-                    let aspect = if squashed { Aspect::Squash } else { Aspect::Keep };
-                    pooled_cache.for_aspect(aspect).put(content, &values)?;
+        let compute =
+            |_: &[usize], images: &[&PreparedImage], contents: &[&str]| -> Result<Vec<Vec<f32>>> {
+                let maps = torch.forward(&torch.batch_tensor(images)?)?;
+                if let Some(pooled_cache) = &self.cache {
+                    let pooled = torch.pool_maps(&maps, &Levels::new((1..=9).collect())?)?;
+                    for (row, (image, content)) in images.iter().zip(contents).enumerate() {
+                        let values: Vec<f32> =
+                            pooled.iter().flat_map(|m| m.row(row).to_vec()).collect();
+                        let squashed = (image.width, image.height)
+                            == (self.preprocess.size.width, self.preprocess.size.height);
+                        let aspect = if squashed { Aspect::Squash } else { Aspect::Keep };
+                        pooled_cache.for_aspect(aspect).put(content, &values)?;
+                    }
                 }
-            }
-            let embedded = patches::patch_embedding(&maps, levels)?.to_device(tch::Device::Cpu);
-            let (h, w) = (embedded.size()[1], embedded.size()[2]);
-            (0..images.len() as i64)
-                .map(|i| {
-                    let values = Vec::<f32>::try_from(embedded.get(i).contiguous().view(-1))
-                        .map_err(|e| Error::torch("patch features", e))?;
-                    let mut row = Vec::with_capacity(values.len() + 2);
-                    row.extend([h as f32, w as f32]);
-                    row.extend(values);
-                    Ok(row)
-                })
-                .collect()
-        };
+                let embedded = patches::patch_embedding(&maps, levels)?.to_device(tch::Device::Cpu);
+                let (h, w) = (embedded.size()[1], embedded.size()[2]);
+                (0..images.len() as i64)
+                    .map(|i| {
+                        let values = Vec::<f32>::try_from(embedded.get(i).contiguous().view(-1))
+                            .map_err(|e| Error::torch("patch features", e))?;
+                        let mut row = Vec::with_capacity(values.len() + 2);
+                        row.extend([h as f32, w as f32]);
+                        row.extend(values);
+                        Ok(row)
+                    })
+                    .collect()
+            };
         let cache = self.cache.as_ref().map(|c| c.for_patches(levels, dim));
         let (rows, failures, cache_hits) =
             self.extract_rows(paths, policy, progress, cache.as_ref(), &compute)?;
@@ -281,10 +336,11 @@ impl Extractor<'_> {
             let run = |group: Vec<(usize, PreparedImage, String)>,
                        rows: &mut Vec<(usize, Vec<f32>)>|
              -> Result<()> {
+                let indices: Vec<usize> = group.iter().map(|(index, _, _)| *index).collect();
                 let images: Vec<&PreparedImage> = group.iter().map(|(_, image, _)| image).collect();
                 let contents: Vec<&str> =
                     group.iter().map(|(_, _, content)| content.as_str()).collect();
-                let computed = compute(&images, &contents)?;
+                let computed = compute(&indices, &images, &contents)?;
                 for ((index, image, content), values) in group.iter().zip(computed) {
                     if let Some(cache) = cache {
                         // Auto squashed the image exactly when it has the input size (a kept one
@@ -407,6 +463,41 @@ pub fn embed_prepared(
             "an ensemble's members are embedded by the pipeline, one backbone each",
         )),
     }
+}
+
+/// Maps kept so far during an extraction, by input index, and the bytes they take.
+#[derive(Default)]
+struct KeptMaps {
+    maps: Vec<(usize, LevelMap)>,
+    bytes: usize,
+}
+
+/// Adds the maps of one batch (`images × channels × height × width`, the images at input
+/// `indices`) to `kept`, while they fit in [`MAX_KEPT_MAP_BYTES`].
+fn keep_maps(
+    kept: &std::sync::Mutex<KeptMaps>,
+    indices: &[usize],
+    batch: &tch::Tensor,
+) -> Result<()> {
+    let [_, channels, height, width] = batch.size()[..] else {
+        return Err(Error::numeric("features", "a kept map is not images × channels × h × w"));
+    };
+    let (channels, height, width) = (channels as usize, height as usize, width as usize);
+    let per_image = channels * height * width;
+    let mut kept =
+        kept.lock().map_err(|_| Error::numeric("features", "a kept map's lock was poisoned"))?;
+    let bytes = indices.len() * per_image * std::mem::size_of::<f32>();
+    if kept.bytes + bytes > MAX_KEPT_MAP_BYTES {
+        return Ok(());
+    }
+    let values =
+        Vec::<f32>::try_from(batch.view(-1)).map_err(|e| Error::torch("kept feature map", e))?;
+    for (k, &index) in indices.iter().enumerate() {
+        let values = values[k * per_image..(k + 1) * per_image].to_vec();
+        kept.maps.push((index, LevelMap { channels, height, width, values }));
+    }
+    kept.bytes += bytes;
+    Ok(())
 }
 
 /// At most this many batches of images wait for a full batch of their input size.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::backbone::{Backbone, Levels};
 use crate::data::image::Preprocess;
 use crate::error::{Error, Result};
-use crate::features::{EmbeddingKind, Embeddings, FeatureSpec, OnBadImage};
+use crate::features::{EmbeddingKind, Embeddings, FeatureSpec, LevelMaps, OnBadImage};
 use crate::model::{BackboneRef, MemberRecord, RunModel};
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
@@ -155,6 +155,34 @@ impl<'r> Embedder<'r> {
                 }
             })
             .collect()
+    }
+
+    /// [`Embedder::embed`], also keeping the spatial map of `level` of every image the network
+    /// runs on where the scorer reads the run's own pooled features (the review page maps
+    /// those images without a second pass); other scorers keep none.
+    pub fn embed_keeping_maps(
+        &self,
+        paths: &[PathBuf],
+        policy: OnBadImage,
+        progress: &dyn Progress,
+        level: u8,
+    ) -> Result<(Embeddings, Vec<Error>, usize, LevelMaps)> {
+        let part = &self.parts[0];
+        if self.ensemble || part.kind != EmbeddingKind::Pooled {
+            let (embeddings, failures, hits) = self.embed(paths, policy, progress)?;
+            return Ok((embeddings, failures, hits, LevelMaps::default()));
+        }
+        let opened = &self.networks[0];
+        let mut extractor =
+            self.runtime.extractor(&opened.backbone, &opened.preprocess, &part.levels)?;
+        extractor.map_level = Some(level);
+        let extraction = extractor.extract(paths, policy, progress)?;
+        Ok((
+            Embeddings::Pooled(extraction.features),
+            extraction.failures,
+            extraction.cache_hits,
+            extraction.maps,
+        ))
     }
 
     /// Embeds `paths` for the scorer, in order: the embeddings of the images every part could

@@ -23,7 +23,7 @@ use crate::data::{Category, Layout, Sample, Split};
 use crate::error::{Error, Result};
 use crate::features::cells::hlac_cell_features;
 use crate::features::FeatureSpec;
-use crate::features::{Embeddings, FeatureSet, OnBadImage};
+use crate::features::{Embeddings, FeatureSet, LevelMaps, OnBadImage};
 use crate::gaussian::{GaussianParams, MultiLevelGaussian};
 use crate::metrics::{best_f1_threshold, roc_auc, roc_curve, Confusion, RocPoint, Summary};
 use crate::pipeline::embed::Embedder;
@@ -204,11 +204,18 @@ pub struct EvalInputs {
 
 /// The embeddings behind the review page's maps.
 pub enum ReviewMaps {
-    /// Pooled features of the evaluation's levels: maps are a fold Gaussian's feature map.
-    Pooled(FeatureSet),
+    /// Pooled features of the evaluation's levels: maps are a fold Gaussian's feature map, from
+    /// the map level's spatial features where the evaluation's pass kept them (`maps`, aligned
+    /// with `features`), else from a second pass.
+    Pooled { features: FeatureSet, maps: LevelMaps },
     /// A knn run's patch features: maps are its own position scores under each fold's memory
     /// bank (refitted with the same seed, so the same bank that scored the fold).
     Knn { params: KnnParams, patches: Embeddings },
+}
+
+/// The level whose map the review page shows: the evaluation's last (highest) level.
+pub fn review_map_level(levels: &Levels) -> Result<u8> {
+    levels.as_slice().last().copied().ok_or_else(|| Error::param("--levels", "no level to map"))
 }
 
 pub fn evaluate(
@@ -272,6 +279,8 @@ fn run_evaluation(
     let mut paths: Vec<PathBuf> = fit_samples.iter().map(|s| s.path.clone()).collect();
     paths.extend(judged.iter().map(|s| s.path.clone()));
     let feature_started = Instant::now();
+    let map_level = review_map_level(&params.features.levels)?;
+    let mut kept_maps = LevelMaps::default();
     let (scorer, cache_hits) = match (params.grid, backbone) {
         (Some(grid), Backbone::Hlac(hlac)) => {
             let features = hlac_cell_features(
@@ -283,6 +292,12 @@ fn run_evaluation(
                 progress,
             )?;
             (Scorer::Cells { features, cells: grid * grid }, 0)
+        }
+        _ if keep_inputs => {
+            let (embeddings, _, cache_hits, maps) =
+                embedder.embed_keeping_maps(&paths, OnBadImage::Stop, progress, map_level)?;
+            kept_maps = maps;
+            (Scorer::Embedded { embeddings, spec: params.scorer.clone() }, cache_hits)
         }
         _ => {
             let (embeddings, _, cache_hits) = embedder.embed(&paths, OnBadImage::Stop, progress)?;
@@ -354,16 +369,15 @@ fn run_evaluation(
             ScorerSpec::Knn(knn),
         ) => ReviewMaps::Knn { params: knn.clone(), patches },
         (Scorer::Embedded { embeddings: Embeddings::Pooled(features), .. }, _) => {
-            ReviewMaps::Pooled(features)
+            ReviewMaps::Pooled { features, maps: kept_maps }
         }
         _ => {
             let opened = embedder.primary();
-            ReviewMaps::Pooled(
-                runtime
-                    .extractor(&opened.backbone, &opened.preprocess, &params.features.levels)?
-                    .extract(&paths, OnBadImage::Stop, progress)?
-                    .features,
-            )
+            let mut extractor =
+                runtime.extractor(&opened.backbone, &opened.preprocess, &params.features.levels)?;
+            extractor.map_level = Some(map_level);
+            let extraction = extractor.extract(&paths, OnBadImage::Stop, progress)?;
+            ReviewMaps::Pooled { features: extraction.features, maps: extraction.maps }
         }
     };
     let opened = embedder.into_primary();

@@ -166,6 +166,7 @@ impl Runtime {
             levels: levels.clone(),
             batch_size: self.batch_size_for(backbone.device()),
             cache: self.feature_cache(backbone, preprocess)?,
+            map_level: None,
         })
     }
 

@@ -16,10 +16,12 @@ use crate::backbone::Backbone;
 use crate::data::image::decode;
 use crate::data::Category;
 use crate::error::{Error, Result};
-use crate::features::{Embeddings, FeatureSet};
+use crate::features::{Embeddings, FeatureSet, LevelMap};
 use crate::gaussian::{GaussianModel, GaussianParams};
 use crate::heatmap::{smooth, ImageScorer, MapModel, Method, TensorGaussian};
-use crate::pipeline::eval::{EvalInputs, EvalReport, Protocol, ReviewMaps, RunMetrics};
+use crate::pipeline::eval::{
+    review_map_level, EvalInputs, EvalReport, Protocol, ReviewMaps, RunMetrics,
+};
 use crate::pipeline::heatmap::{DecodedImage, MapScale, PixelReport};
 use crate::pipeline::tune::TuneReport;
 use crate::progress::Progress;
@@ -70,23 +72,58 @@ pub fn overlay_maps(
     for ((width, height), members) in groups {
         let prepared: Vec<_> = members.iter().map(|&i| &images[i].prepared).collect();
         let batch = model.run(backbone, &prepared, &image_scorer)?;
-        let smoothed = smooth::to_input_size(&batch.raw, height as i64, width as i64)?;
-        for (k, &i) in members.iter().enumerate() {
-            let (w, h) = (images[i].image.width() as i64, images[i].image.height() as i64);
-            maps[i] = smooth::to_vec(&smooth::resize(&smoothed.get(k as i64), h, w)?)?;
-        }
+        smooth_into(&batch.raw, &members, images, (width, height), &mut maps)?;
     }
     Ok(maps)
 }
 
-/// The level whose map the overlays show: the evaluation's last (highest) level.
+/// [`overlay_maps`] from the map level's spatial features the evaluation's own pass kept
+/// (`kept[k]` belongs to `images[k]`): the same Gaussian at every position, no network pass.
+pub fn overlay_maps_from_kept(
+    fold: &FoldModel,
+    kept: &[&LevelMap],
+    images: &[&DecodedImage],
+) -> Result<Vec<Vec<f32>>> {
+    let gaussian = TensorGaussian::new(&fold.gaussian, tch::Device::Cpu)?;
+    type Shape = ((u32, u32), (usize, usize, usize));
+    let mut groups: BTreeMap<Shape, Vec<usize>> = BTreeMap::new();
+    for (i, (image, map)) in images.iter().zip(kept).enumerate() {
+        let input = (image.prepared.width, image.prepared.height);
+        groups.entry((input, (map.channels, map.height, map.width))).or_default().push(i);
+    }
+    let mut maps = vec![Vec::new(); images.len()];
+    for ((input, (channels, height, width)), members) in groups {
+        let values: Vec<f32> =
+            members.iter().flat_map(|&i| kept[i].values.iter().copied()).collect();
+        let features = tch::Tensor::from_slice(&values)
+            .view([members.len() as i64, channels as i64, height as i64, width as i64])
+            .permute([0, 2, 3, 1]);
+        let raw = tch::no_grad(|| gaussian.distances(&features))?;
+        smooth_into(&raw, &members, images, input, &mut maps)?;
+    }
+    Ok(maps)
+}
+
+/// Smooths `raw` position maps (one per member, all of input size `input`) like `heatmap`'s
+/// maps and stores each, resized to its image, in `maps`.
+fn smooth_into(
+    raw: &tch::Tensor,
+    members: &[usize],
+    images: &[&DecodedImage],
+    (width, height): (u32, u32),
+    maps: &mut [Vec<f32>],
+) -> Result<()> {
+    let smoothed = smooth::to_input_size(raw, height as i64, width as i64)?;
+    for (k, &i) in members.iter().enumerate() {
+        let (w, h) = (images[i].image.width() as i64, images[i].image.height() as i64);
+        maps[i] = smooth::to_vec(&smooth::resize(&smoothed.get(k as i64), h, w)?)?;
+    }
+    Ok(())
+}
+
+/// The level whose map the overlays show.
 fn map_level(report: &EvalReport) -> Result<u8> {
-    report
-        .levels
-        .as_slice()
-        .last()
-        .copied()
-        .ok_or_else(|| Error::param("--levels", "no level to map"))
+    review_map_level(&report.levels)
 }
 
 /// Per fold of the first run: the fold model (fitted on the fold's good training images).
@@ -323,14 +360,30 @@ pub fn write_eval_review(
                 None,
                 format!("knn position scores (levels {})", report.levels),
             ),
-            ReviewMaps::Pooled(features) => {
+            ReviewMaps::Pooled { features, maps: kept } => {
                 let mut maps: HashMap<usize, Vec<f32>> = HashMap::new();
+                let offset = judged_offset(&features.paths, run)?;
+                let kept_of = |i: usize| kept.get(offset + i).filter(|_| kept.level == Some(level));
                 progress.start(mapped.len() as u64, "review page: anomaly maps");
                 for (fold, model) in fold_models(report, run, features)?.iter().enumerate() {
-                    let members = fold_members(report, run, &mapped, fold);
-                    for chunk in members.chunks(CHUNK) {
+                    // Images whose map level the evaluation kept need no second network pass.
+                    let (from_kept, from_network): (Vec<usize>, Vec<usize>) =
+                        fold_members(report, run, &mapped, fold)
+                            .into_iter()
+                            .filter(|i| decoded.contains_key(i))
+                            .partition(|&i| kept_of(i).is_some());
+                    for chunk in from_kept.chunks(CHUNK) {
                         let images: Vec<&DecodedImage> =
-                            chunk.iter().filter_map(|i| decoded.get(i)).collect();
+                            chunk.iter().map(|i| &decoded[i]).collect();
+                        let levels: Vec<&LevelMap> =
+                            chunk.iter().filter_map(|&i| kept_of(i)).collect();
+                        let chunk_maps = overlay_maps_from_kept(model, &levels, &images)?;
+                        maps.extend(chunk.iter().copied().zip(chunk_maps));
+                        progress.advance(chunk.len() as u64);
+                    }
+                    for chunk in from_network.chunks(CHUNK) {
+                        let images: Vec<&DecodedImage> =
+                            chunk.iter().map(|i| &decoded[i]).collect();
                         let chunk_maps = overlay_maps(model, &inputs.backbone, &images)?;
                         maps.extend(chunk.iter().copied().zip(chunk_maps));
                         progress.advance(chunk.len() as u64);
