@@ -6,6 +6,7 @@
 #       (`anodet eval --protocol mvtec --no-cache`, wall clock, process start included);
 #   (c) the Python peer end to end, as its users run it (scripts/reference.py: fp32, PIL);
 #   peak RSS of `anodet fit` at 100 and at 1000 training images (generated, 256 px).
+# Then scripts/bench_decode.sh (decode/resize vs forward per set, camera-size sets; DECODE=0 skips).
 # Usage: scripts/bench.sh [DATA_DIR] [CATEGORY]   (default ../shared/data mvtec-bottle)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,3 +68,9 @@ printf '(c) Python peer end to end:        %7.1f img/s\n' "$c"
 printf '(b)/(c) = %.2f   (target >= 2.5)\n' "$(calc "$b / $c")"
 printf '(b)/(a) = %.2f   (target >= 0.85)\n' "$(calc "$b / $a")"
 printf 'peak RSS of fit: %.0f MiB at 100 images, %.0f MiB at 1000 images (ratio %.2f)\n' "$rss100" "$rss1000" "$(calc "$rss1000 / $rss100")"
+
+# The front end at camera resolution (decode + resize vs forward, per set): scripts/bench_decode.sh.
+if [ "${DECODE:-1}" = 1 ]; then
+    echo
+    scripts/bench_decode.sh "$data"
+fi

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 pub use cache::FeatureCache;
 
 use crate::backbone::{Backbone, BackboneInfo, Levels};
-use crate::data::image::{decode_bytes, Aspect, InputSize, PreparedImage, Preprocess};
+use crate::data::image::{Aspect, InputSize, PreparedImage, Preprocess};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
@@ -191,12 +191,20 @@ impl Extractor<'_> {
     /// Reads one file; answers from the cache when possible, else decodes and prepares it.
     fn load(&self, path: &Path) -> Result<Item> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let content = cache::content_hash(&bytes);
-        if let Some(values) = self.cache.as_ref().and_then(|c| c.get(&content)) {
-            return Ok(Item::Cached(values));
-        }
-        let image = decode_bytes(path, bytes)?;
-        Ok(Item::Prepared { image: self.preprocess.prepare_decoded(&image), content })
+        // Hash only when there is a cache to ask (hashing a 10 MB camera PNG is not free).
+        let content = match &self.cache {
+            Some(cache) => {
+                let content = cache::content_hash(&bytes);
+                if let Some(values) = cache.get(&content) {
+                    return Ok(Item::Cached(values));
+                }
+                content
+            }
+            None => String::new(),
+        };
+        // The full-size image lives only inside this call (one per decoding thread), so memory
+        // stays bounded whatever the camera's resolution.
+        Ok(Item::Prepared { image: self.preprocess.prepare_bytes(path, &bytes)?, content })
     }
 }
 
