@@ -138,9 +138,10 @@ impl Preprocess {
         Ok(self.prepare_decoded(&image))
     }
 
-    /// Decodes a JPEG with libjpeg-turbo, scaled in the DCT, and prepares it. `None` when
-    /// libjpeg-turbo cannot decode it cleanly (CMYK, 12-bit, a warning about damaged data, …):
-    /// the caller then decodes it in full with the `image` crate, which reports real damage.
+    /// Decodes a JPEG with libjpeg-turbo, scaled in the DCT, and prepares it. A file that ends
+    /// before its image data does is an error. `None` when libjpeg-turbo cannot decode it
+    /// cleanly for another reason (CMYK, 12-bit, a warning about damaged data, …): the caller
+    /// then decodes it in full with the `image` crate, which reports real damage.
     fn prepare_jpeg(&self, path: &Path, bytes: &[u8]) -> Option<Result<PreparedImage>> {
         use turbojpeg::{Colorspace, Decompressor, PixelFormat, ScalingFactor};
         let mut decompressor = Decompressor::new().ok()?;
@@ -172,7 +173,18 @@ impl Preprocess {
             height: scaled.height,
             format,
         };
-        decompressor.decompress(bytes, image).ok()?;
+        match decompressor.decompress(bytes, image) {
+            Ok(()) => {}
+            // A file cut short: refused (the `image` crate's decoder would fill the missing rows
+            // with grey and score a part nobody saw).
+            Err(e) if e.to_string().contains("Premature end") => {
+                return Some(Err(Error::input(
+                    path,
+                    "corrupt or truncated image: premature end of JPEG data",
+                )))
+            }
+            Err(_) => return None,
+        }
         let pixel_type = if channels == 1 { PixelType::U8 } else { PixelType::U8x3 };
         let source =
             ResizeImage::from_vec_u8(scaled.width as u32, scaled.height as u32, pixels, pixel_type)
