@@ -263,11 +263,12 @@ fn damaged_and_huge_images_fail_with_one_line_naming_the_file() {
     let middle = garbled.len() / 2;
     garbled.truncate(middle);
     garbled.extend(std::iter::repeat_n(0xFF, 64));
-    let cases: [(&str, Vec<u8>, &str); 4] = [
+    let cases: [(&str, Vec<u8>, &str); 5] = [
         ("truncated.jpg", good[..good.len() / 2].to_vec(), "corrupt or truncated"),
-        ("header-only.jpg", good[..600].to_vec(), "corrupt or truncated"),
+        ("header-only.jpg", good[..2000].to_vec(), "corrupt or truncated"),
+        ("garbled.jpg", garbled, "corrupt or truncated"),
         ("huge.jpg", jpeg_claiming(60000, 60000), "image too large"),
-        ("text.jpg", b"\xFF\xD8 not really a jpeg".to_vec(), "corrupt or truncated"),
+        ("text.jpg", b"\xFF\xD8\xFF\xE0 not really a jpeg".to_vec(), "corrupt or truncated"),
     ];
     for (name, bytes, problem) in cases {
         let path = Path::new("dir").join(name);

@@ -357,10 +357,12 @@ mod tests {
         let square = InputSize { width: 224, height: 224 };
         assert_eq!(jpeg_scale_denominator(2448, 2048, square), 8);
         assert_eq!(jpeg_scale_denominator(1792, 1792, square), 8);
-        assert_eq!(jpeg_scale_denominator(1791, 1792, square), 4);
+        assert_eq!(jpeg_scale_denominator(1785, 1792, square), 8); // ceil(1785 / 8) = 224
+        assert_eq!(jpeg_scale_denominator(1784, 1792, square), 4);
         assert_eq!(jpeg_scale_denominator(900, 900, square), 4);
         assert_eq!(jpeg_scale_denominator(500, 448, square), 2);
-        assert_eq!(jpeg_scale_denominator(447, 900, square), 1);
+        assert_eq!(jpeg_scale_denominator(447, 900, square), 2);
+        assert_eq!(jpeg_scale_denominator(446, 900, square), 1);
         assert_eq!(jpeg_scale_denominator(224, 224, square), 1);
         assert_eq!(jpeg_scale_denominator(100, 100, square), 1);
     }
