@@ -9,6 +9,7 @@
 #       `anodet fit` time on train/good, `anodet score` ms per test image (the run loaded once),
 #       and the memory bank's size on disk;
 #   peak RSS of `anodet fit` at 100 and at 1000 training images (generated, 256 px).
+# Then scripts/bench_decode.sh (decode/resize vs forward per set, camera-size sets; DECODE=0 skips).
 # Usage: scripts/bench.sh [DATA_DIR] [CATEGORY]   (default ../shared/data mvtec-bottle)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,3 +86,9 @@ printf '(b)/(a) = %.2f   (target >= 0.85)\n' "$(calc "$b / $a")"
 printf '(k) knn (coreset 0.1) end to end: %7.1f img/s   (k)/(c) = %.2f (target >= 2.5)\n' "$k" "$(calc "$k / $c")"
 printf '    knn fit on train/good %.1f s, score %.1f ms/image (process start and load included), bank %.1f MB\n' "$k_fit" "$k_ms" "$bank_mb"
 printf 'peak RSS of fit: %.0f MiB at 100 images, %.0f MiB at 1000 images (ratio %.2f)\n' "$rss100" "$rss1000" "$(calc "$rss1000 / $rss100")"
+
+# The front end at camera resolution (decode + resize vs forward, per set): scripts/bench_decode.sh.
+if [ "${DECODE:-1}" = 1 ]; then
+    echo
+    scripts/bench_decode.sh "$data"
+fi

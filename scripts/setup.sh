@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 say() { printf 'setup: %s\n' "$*" >&2; }
 
 # 1. System packages.
-need=(libopenblas-dev g++)
+# cmake and nasm build libjpeg-turbo (the turbojpeg crate ships its source) with its SIMD code.
+need=(libopenblas-dev g++ cmake nasm)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 missing=()
 for package in "${need[@]}"; do

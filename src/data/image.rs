@@ -1,13 +1,28 @@
-//! Decodes any image the `image` crate reads and turns it into a normalised CHW float array.
+//! Decodes image files and turns them into normalised CHW float arrays at the network's size.
+//!
+//! JPEG goes through libjpeg-turbo (`turbojpeg`), decoded at a reduced scale in the DCT (1/2, 1/4
+//! or 1/8) when the network input is that much smaller, as PIL's `draft()` does; every other
+//! format, and any JPEG libjpeg-turbo refuses or warns about, goes through the `image` crate at
+//! full size. Resizing is `fast_image_resize`'s convolution with the bilinear (triangle) filter
+//! whose support widens when shrinking, the same filter as PIL's `BILINEAR` and `image`'s
+//! `Triangle`. Grey images stay one channel until the network input, where the channel is
+//! copied into R, G and B. EXIF orientation is not applied (neither did the `image` crate's
+//! decoding before, nor does the Python peer): pixels are taken as stored.
 
 use std::fs;
 use std::io::Cursor;
 use std::path::Path;
 
-use image::imageops::FilterType;
-use image::{DynamicImage, ImageReader};
+use fast_image_resize::images::Image as ResizeImage;
+use fast_image_resize::{FilterType, IntoImageView, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::{DynamicImage, ImageReader, Limits};
 
 use crate::error::{Error, Result};
+
+/// The largest decoded image accepted, in bytes (the `image` crate's default allocation limit):
+/// 512 MiB is 178 megapixels of RGB8, far above any inspection camera. Checked against the header
+/// before any pixel buffer is allocated.
+pub const MAX_DECODED_BYTES: u64 = 512 << 20;
 
 /// How an image is brought to the network's input size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -98,6 +113,17 @@ pub struct PreparedImage {
     pub chw: Vec<f32>,
 }
 
+/// How a JPEG is reduced in the DCT before resizing: the denominator of the scale (1, 2, 4, 8).
+///
+/// The smallest scale that still leaves at least the target size in both directions, so the
+/// resize after it always shrinks (or keeps) and never enlarges.
+pub fn jpeg_scale_denominator(width: u32, height: u32, target: InputSize) -> u32 {
+    [8, 4, 2]
+        .into_iter()
+        .find(|&d| width.div_ceil(d) >= target.width && height.div_ceil(d) >= target.height)
+        .unwrap_or(1)
+}
+
 impl Preprocess {
     /// The network input size for an image of `width × height` pixels.
     pub fn target_size(&self, width: u32, height: u32) -> InputSize {
@@ -112,86 +138,216 @@ impl Preprocess {
         }
     }
 
-    /// Decodes `path` and prepares it for the network.
+    /// Reads `path` and prepares it for the network (JPEG decoded at a reduced scale when the
+    /// network input is much smaller; see [`Preprocess::prepare_bytes`]).
     pub fn prepare(&self, path: &Path) -> Result<PreparedImage> {
-        let image = decode(path)?;
+        let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+        self.prepare_bytes(path, &bytes)
+    }
+
+    /// Prepares the bytes of an image file read from `path` (named in errors) for the network.
+    ///
+    /// The fast path: a JPEG is decoded by libjpeg-turbo at the smallest DCT scale (1/8, 1/4,
+    /// 1/2) that leaves at least the target size (see [`jpeg_scale_denominator`]), then resized;
+    /// anything else is decoded in full by [`decode_bytes`] and resized by
+    /// [`Preprocess::prepare_decoded`]. For a JPEG that needs no reduction the result equals
+    /// full decoding with libjpeg-turbo (the decoder PIL uses).
+    pub fn prepare_bytes(&self, path: &Path, bytes: &[u8]) -> Result<PreparedImage> {
+        if bytes.starts_with(&[0xFF, 0xD8]) {
+            if let Some(prepared) = self.prepare_jpeg(path, bytes) {
+                return prepared;
+            }
+        }
+        let image = decode_slice(path, bytes)?;
         Ok(self.prepare_decoded(&image))
     }
 
-    /// Resizes (bilinear, antialiased when shrinking, as PIL does) and normalises.
+    /// Decodes a JPEG with libjpeg-turbo, scaled in the DCT, and prepares it. A file that ends
+    /// before its image data does is an error. `None` when libjpeg-turbo cannot decode it
+    /// cleanly for another reason (CMYK, 12-bit, a warning about damaged data, …): the caller
+    /// then decodes it in full with the `image` crate, which reports real damage.
+    fn prepare_jpeg(&self, path: &Path, bytes: &[u8]) -> Option<Result<PreparedImage>> {
+        use turbojpeg::{Colorspace, Decompressor, PixelFormat, ScalingFactor};
+        let mut decompressor = Decompressor::new().ok()?;
+        let header = decompressor.read_header(bytes).ok()?;
+        let (format, channels) = match header.colorspace {
+            Colorspace::Gray => (PixelFormat::GRAY, 1),
+            Colorspace::YCbCr | Colorspace::RGB => (PixelFormat::RGB, 3),
+            _ => return None,
+        };
+        let (width, height) = (header.width as u32, header.height as u32);
+        if let Err(e) = check_size(path, width, height, channels) {
+            return Some(Err(e));
+        }
+        if width == 0 || height == 0 {
+            return Some(Err(Error::input(path, "image has no pixels")));
+        }
+        let target = self.target_size(width, height);
+        let denominator =
+            if header.is_lossless { 1 } else { jpeg_scale_denominator(width, height, target) };
+        let factor = ScalingFactor::new(1, denominator as usize);
+        decompressor.set_scaling_factor(factor).ok()?;
+        let scaled = header.scaled(factor);
+        let pitch = scaled.width * channels as usize;
+        let mut pixels = vec![0u8; pitch * scaled.height];
+        let image = turbojpeg::Image {
+            pixels: pixels.as_mut_slice(),
+            width: scaled.width,
+            pitch,
+            height: scaled.height,
+            format,
+        };
+        match decompressor.decompress(bytes, image) {
+            Ok(()) => {}
+            // A file cut short: refused (the `image` crate's decoder would fill the missing rows
+            // with grey and score a part nobody saw).
+            Err(e) if e.to_string().contains("Premature end") => {
+                return Some(Err(Error::input(
+                    path,
+                    "corrupt or truncated image: premature end of JPEG data",
+                )))
+            }
+            Err(_) => return None,
+        }
+        let pixel_type = if channels == 1 { PixelType::U8 } else { PixelType::U8x3 };
+        let source =
+            ResizeImage::from_vec_u8(scaled.width as u32, scaled.height as u32, pixels, pixel_type)
+                .ok()?;
+        Some(Ok(self.resize_and_normalise(&source, target)))
+    }
+
+    /// Resizes (bilinear, antialiased when shrinking, as PIL does) and normalises an image that
+    /// is already decoded in full.
     pub fn prepare_decoded(&self, image: &DynamicImage) -> PreparedImage {
         let target = self.target_size(image.width(), image.height());
-        let (width, height) = (target.width, target.height);
-        let plane = (width * height) as usize;
-        let mut chw = vec![0f32; 3 * plane];
-        // 8-bit sources are resized as bytes (fast); deeper ones as floats to keep their precision.
-        let is_deep = !matches!(
-            image,
+        // One channel for grey, three for colour; alpha is dropped (not composited), as before.
+        // 8-bit stays 8-bit; 16-bit stays 16-bit; float stays float.
+        match image {
             DynamicImage::ImageLuma8(_)
-                | DynamicImage::ImageLumaA8(_)
-                | DynamicImage::ImageRgb8(_)
-                | DynamicImage::ImageRgba8(_)
-        );
+            | DynamicImage::ImageRgb8(_)
+            | DynamicImage::ImageLuma16(_)
+            | DynamicImage::ImageRgb16(_)
+            | DynamicImage::ImageRgb32F(_) => self.resize_and_normalise(image, target),
+            DynamicImage::ImageLumaA8(_) => {
+                self.resize_and_normalise(&DynamicImage::ImageLuma8(image.to_luma8()), target)
+            }
+            DynamicImage::ImageLumaA16(_) => {
+                self.resize_and_normalise(&DynamicImage::ImageLuma16(image.to_luma16()), target)
+            }
+            DynamicImage::ImageRgba16(_) => {
+                self.resize_and_normalise(&DynamicImage::ImageRgb16(image.to_rgb16()), target)
+            }
+            DynamicImage::ImageRgba32F(_) => {
+                self.resize_and_normalise(&DynamicImage::ImageRgb32F(image.to_rgb32f()), target)
+            }
+            _ => self.resize_and_normalise(&DynamicImage::ImageRgb8(image.to_rgb8()), target),
+        }
+    }
+
+    /// Resizes a grey or RGB image (8-bit, 16-bit or float) to `target` and normalises it into
+    /// CHW floats; a grey channel is copied into all three.
+    fn resize_and_normalise(
+        &self,
+        source: &impl IntoImageView,
+        target: InputSize,
+    ) -> PreparedImage {
+        let pixel_type = source.pixel_type().unwrap_or(PixelType::U8x3);
+        let mut resized = ResizeImage::new(target.width, target.height, pixel_type);
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        if let Err(e) = Resizer::new().resize(source, &mut resized, &options) {
+            // Only reachable through a programming error (pixel types are matched above).
+            unreachable!("resize of a {pixel_type:?} image failed: {e}");
+        }
+        let (channels, full_scale) = match pixel_type {
+            PixelType::U8 => (1, 255.0),
+            PixelType::U8x3 => (3, 255.0),
+            PixelType::U16 => (1, 65535.0),
+            PixelType::U16x3 => (3, 65535.0),
+            PixelType::F32 => (1, 1.0),
+            _ => (3, 1.0),
+        };
+        let values: Vec<f32> = match pixel_type {
+            PixelType::U8 | PixelType::U8x3 => {
+                resized.buffer().iter().map(|&v| v as f32 / full_scale).collect()
+            }
+            PixelType::U16 | PixelType::U16x3 => resized
+                .buffer()
+                .chunks_exact(2)
+                .map(|b| u16::from_ne_bytes([b[0], b[1]]) as f32 / full_scale)
+                .collect(),
+            _ => resized
+                .buffer()
+                .chunks_exact(4)
+                .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        };
+        let plane = (target.width * target.height) as usize;
         let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / self.std[c]);
-        if is_deep {
-            let rgb = image.to_rgb32f();
-            let resized = image::imageops::resize(&rgb, width, height, FilterType::Triangle);
-            for (i, pixel) in resized.pixels().enumerate() {
-                for c in 0..3 {
-                    chw[c * plane + i] = (pixel.0[c] - self.mean[c]) * scale[c];
-                }
-            }
-        } else if let DynamicImage::ImageLuma8(grey) = image {
-            // Grey: resize the one channel, then copy it into R, G and B (a third of the work
-            // of resizing the RGB conversion, and the same result).
-            let resized = if (grey.width(), grey.height()) == (width, height) {
-                grey.clone()
-            } else {
-                image::imageops::resize(grey, width, height, FilterType::Triangle)
-            };
-            for (i, pixel) in resized.pixels().enumerate() {
-                let value = pixel.0[0] as f32 / 255.0;
-                for c in 0..3 {
-                    chw[c * plane + i] = (value - self.mean[c]) * scale[c];
-                }
-            }
-        } else {
-            let rgb = image.to_rgb8();
-            let resized = if (rgb.width(), rgb.height()) == (width, height) {
-                rgb
-            } else {
-                image::imageops::resize(&rgb, width, height, FilterType::Triangle)
-            };
-            for (i, pixel) in resized.pixels().enumerate() {
-                for c in 0..3 {
-                    chw[c * plane + i] = (pixel.0[c] as f32 / 255.0 - self.mean[c]) * scale[c];
-                }
+        let mut chw = vec![0f32; 3 * plane];
+        for (i, pixel) in values.chunks_exact(channels).enumerate() {
+            for c in 0..3 {
+                let value = pixel[c.min(channels - 1)];
+                chw[c * plane + i] = (value - self.mean[c]) * scale[c];
             }
         }
-        PreparedImage { width, height, chw }
+        PreparedImage { width: target.width, height: target.height, chw }
     }
 }
 
-/// Reads and decodes an image file; the error names the file and says what is wrong with it.
+fn too_large(path: &Path, width: u64, height: u64, channels: u64) -> Error {
+    let mib = width.saturating_mul(height).saturating_mul(channels) >> 20;
+    Error::input(
+        path,
+        format!(
+            "image too large: {width}x{height} pixels would take {mib} MiB decoded (at most {} MiB)",
+            MAX_DECODED_BYTES >> 20
+        ),
+    )
+}
+
+/// Refuses, from the header alone, an image whose decoded pixels would exceed
+/// [`MAX_DECODED_BYTES`].
+fn check_size(path: &Path, width: u32, height: u32, channels: u64) -> Result<()> {
+    if width as u64 * height as u64 * channels > MAX_DECODED_BYTES {
+        return Err(too_large(path, width as u64, height as u64, channels));
+    }
+    Ok(())
+}
+
+/// Reads and decodes an image file in full; the error names the file and says what is wrong.
 pub fn decode(path: &Path) -> Result<DynamicImage> {
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
     decode_bytes(path, bytes)
 }
 
-/// Decodes the bytes of an image file read from `path` (named in errors).
+/// Decodes the bytes of an image file read from `path` (named in errors), in full, with the
+/// `image` crate.
 pub fn decode_bytes(path: &Path, bytes: Vec<u8>) -> Result<DynamicImage> {
+    decode_slice(path, &bytes)
+}
+
+/// [`decode_bytes`] of borrowed bytes.
+pub fn decode_slice(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
     if bytes.is_empty() {
         return Err(Error::input(path, "empty file (0 bytes)"));
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::input(path, format!("cannot read: {e}")))?;
     if reader.format().is_none() {
         return Err(Error::input(path, "not an image (unrecognised file format)"));
     }
-    let image = reader
-        .decode()
-        .map_err(|e| Error::input(path, format!("corrupt or truncated image: {e}")))?;
+    // The decoders check the header's size against this before allocating the pixels.
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
+    let image = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => Error::input(
+            path,
+            format!("image too large: over {} MiB decoded", MAX_DECODED_BYTES >> 20),
+        ),
+        e => Error::input(path, format!("corrupt or truncated image: {e}")),
+    })?;
     if image.width() == 0 || image.height() == 0 {
         return Err(Error::input(path, "image has no pixels"));
     }
@@ -219,6 +375,21 @@ mod tests {
         assert!("0".parse::<InputSize>().is_err());
         assert!("abc".parse::<InputSize>().is_err());
         assert!("99999".parse::<InputSize>().is_err());
+    }
+
+    #[test]
+    fn jpeg_scale_leaves_at_least_the_target_size() {
+        let square = InputSize { width: 224, height: 224 };
+        assert_eq!(jpeg_scale_denominator(2448, 2048, square), 8);
+        assert_eq!(jpeg_scale_denominator(1792, 1792, square), 8);
+        assert_eq!(jpeg_scale_denominator(1785, 1792, square), 8); // ceil(1785 / 8) = 224
+        assert_eq!(jpeg_scale_denominator(1784, 1792, square), 4);
+        assert_eq!(jpeg_scale_denominator(900, 900, square), 4);
+        assert_eq!(jpeg_scale_denominator(500, 448, square), 2);
+        assert_eq!(jpeg_scale_denominator(447, 900, square), 2);
+        assert_eq!(jpeg_scale_denominator(446, 900, square), 1);
+        assert_eq!(jpeg_scale_denominator(224, 224, square), 1);
+        assert_eq!(jpeg_scale_denominator(100, 100, square), 1);
     }
 
     #[test]

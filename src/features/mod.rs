@@ -18,7 +18,7 @@ pub use embeddings::{EmbeddingKind, Embeddings};
 pub use patches::PatchSet;
 
 use crate::backbone::{Backbone, BackboneInfo, Levels};
-use crate::data::image::{decode_bytes, Aspect, InputSize, PreparedImage, Preprocess};
+use crate::data::image::{Aspect, InputSize, PreparedImage, Preprocess};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
@@ -392,23 +392,28 @@ impl Extractor<'_> {
     /// Reads one file; answers from `cache` when possible, else decodes and prepares it.
     fn load(&self, path: &Path, cache: Option<&FeatureCache>) -> Result<Item> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        // Hash only when there is a cache to ask (hashing a 10 MB camera PNG is not free).
+        let Some(cache) = cache else {
+            // The full-size image lives only inside this call (one per decoding thread), so
+            // memory stays bounded whatever the camera's resolution.
+            let image = self.preprocess.prepare_bytes(path, &bytes)?;
+            return Ok(Item::Prepared { image, content: String::new() });
+        };
         let content = cache::content_hash(&bytes);
-        let cache = cache.and_then(|cache| {
-            if self.preprocess.aspect != Aspect::Auto {
-                return Some(cache);
-            }
+        let cache = if self.preprocess.aspect == Aspect::Auto {
             // Auto: the image's size (from its header) says which cache holds its features.
-            let reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+            image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
                 .with_guessed_format()
-                .ok()?;
-            let (width, height) = reader.into_dimensions().ok()?;
-            Some(cache.for_aspect(Aspect::Auto.resolve(width, height)))
-        });
+                .ok()
+                .and_then(|reader| reader.into_dimensions().ok())
+                .map(|(width, height)| cache.for_aspect(Aspect::Auto.resolve(width, height)))
+        } else {
+            Some(cache)
+        };
         if let Some(values) = cache.and_then(|c| c.get(&content)) {
             return Ok(Item::Cached(values));
         }
-        let image = decode_bytes(path, bytes)?;
-        Ok(Item::Prepared { image: self.preprocess.prepare_decoded(&image), content })
+        Ok(Item::Prepared { image: self.preprocess.prepare_bytes(path, &bytes)?, content })
     }
 }
 

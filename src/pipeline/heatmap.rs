@@ -19,6 +19,7 @@ use crate::heatmap::{smooth, ImageScorer, MapModel, Method, PatchModel, TensorGa
 use crate::metrics::pro::{pro_auc, LabelledMap};
 use crate::metrics::roc_auc;
 use crate::model::{RunModel, FIT_JSON};
+use crate::pipeline::inspector::decode_and_prepare;
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
 use crate::report::atomic;
@@ -256,8 +257,8 @@ impl Heatmapper {
         let results: Vec<Result<DecodedImage>> = paths
             .par_iter()
             .map(|path| {
-                let image = decode(path)?;
-                let prepared = preprocess.prepare_decoded(&image);
+                let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+                let (image, prepared) = decode_and_prepare(preprocess, path, &bytes)?;
                 Ok(DecodedImage { path: path.clone(), image, prepared })
             })
             .collect();

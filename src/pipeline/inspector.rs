@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use image::DynamicImage;
 
 use crate::backbone::Backbone;
-use crate::data::image::{decode_bytes, PreparedImage, Preprocess};
+use crate::data::image::{decode_slice, PreparedImage, Preprocess};
 use crate::error::{Error, Result};
 use crate::features::embed_prepared;
 use crate::heatmap::Method;
@@ -133,15 +133,6 @@ impl Inspector {
         &self.run.meta.preprocess
     }
 
-    /// Decodes image bytes (`name` appears in errors) and prepares them for this run's network.
-    pub fn prepare_bytes(
-        &self,
-        name: &Path,
-        bytes: Vec<u8>,
-    ) -> Result<(DynamicImage, PreparedImage)> {
-        prepare_bytes(self.preprocess(), name, bytes)
-    }
-
     /// Scores of prepared images, in order: one forward pass per group of equal input size
     /// (one for the whole batch with `--aspect squash`, the default).
     pub fn score(&self, images: &[&PreparedImage]) -> Result<Vec<f64>> {
@@ -218,15 +209,22 @@ impl RunMap {
     }
 }
 
-/// Decodes image bytes (`name` appears in errors) and prepares them with `preprocess`. Pure
-/// CPU work that needs no network: callers may run it on any thread.
-pub fn prepare_bytes(
+/// Decodes image bytes (`name` appears in errors) in full, for a picture of the image, and
+/// prepares them for the network exactly as `fit` and `eval` do ([`Preprocess::prepare_bytes`]:
+/// a large JPEG is reduced in the DCT), so a map's score is the image's score. Pure CPU work
+/// that needs no network: callers may run it on any thread.
+pub fn decode_and_prepare(
     preprocess: &Preprocess,
     name: &Path,
-    bytes: Vec<u8>,
+    bytes: &[u8],
 ) -> Result<(DynamicImage, PreparedImage)> {
-    let image = decode_bytes(name, bytes)?;
-    let prepared = preprocess.prepare_decoded(&image);
+    let image = decode_slice(name, bytes)?;
+    // Only JPEGs take another path to the network input; anything else is decoded once.
+    let prepared = if image::guess_format(bytes).ok() == Some(image::ImageFormat::Jpeg) {
+        preprocess.prepare_bytes(name, bytes)?
+    } else {
+        preprocess.prepare_decoded(&image)
+    };
     Ok((image, prepared))
 }
 

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::data::image::PreparedImage;
 use crate::error::{Error, Result};
-use crate::pipeline::inspector::{prepare_bytes, Inspector};
+use crate::pipeline::inspector::Inspector;
 use crate::progress::Progress;
 
 /// One scored image.
@@ -53,8 +53,7 @@ pub fn score(
                     .map(|path| {
                         let prepared = std::fs::read(path)
                             .map_err(|e| Error::io(path, e))
-                            .and_then(|bytes| prepare_bytes(&preprocess, path, bytes))
-                            .map(|(_, prepared)| prepared);
+                            .and_then(|bytes| preprocess.prepare_bytes(path, &bytes));
                         (path.clone(), prepared)
                     })
                     .collect();

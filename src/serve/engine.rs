@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use super::metrics::Metrics;
 use crate::data::image::{PreparedImage, Preprocess};
-use crate::pipeline::inspector::{prepare_bytes, Inspector, ModelCard, RunMap};
+use crate::pipeline::inspector::{Inspector, ModelCard, RunMap};
 
 /// What the request handlers need to know about the run being served.
 #[derive(Clone)]
@@ -277,10 +277,7 @@ fn answer(
         .iter()
         .map(|job| {
             (job.prepared_with != *preprocess)
-                .then(|| {
-                    prepare_bytes(preprocess, &PathBuf::from("body"), job.bytes.to_vec())
-                        .map(|(_, prepared)| prepared)
-                })
+                .then(|| preprocess.prepare_bytes(&PathBuf::from("body"), &job.bytes))
                 .transpose()
         })
         .collect::<crate::Result<_>>()

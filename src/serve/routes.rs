@@ -18,7 +18,7 @@ use super::engine::{Answer, Engine, Job, Refused, Served};
 use super::error::ApiError;
 use super::AppState;
 use crate::data::image::PreparedImage;
-use crate::pipeline::inspector::prepare_bytes;
+use crate::pipeline::inspector::decode_and_prepare;
 
 /// What a request decided, for its log line and the verdict counter.
 #[derive(Debug, Clone, Default)]
@@ -120,6 +120,7 @@ pub async fn heatmap(
     let bytes = image_body(&state, request).await?;
     let served = engine.served();
     let (job, receiver, image) = prepare(&served, bytes, true).await?;
+    let image = image.ok_or_else(|| ApiError::internal("the image was not kept for its map"))?;
     let answer = queue(engine, job, receiver).await?;
     let anomalous = answer.score > answer.threshold;
     state.metrics.verdict(anomalous);
@@ -210,8 +211,9 @@ pub async fn score_batch(
                 .into_par_iter()
                 .map(|(name, bytes)| {
                     check_format(&bytes)?;
-                    prepare_bytes(&preprocess, &PathBuf::from(&name), bytes.to_vec())
-                        .map(|(_, prepared)| (bytes, prepared))
+                    preprocess
+                        .prepare_bytes(&PathBuf::from(&name), &bytes)
+                        .map(|prepared| (bytes, prepared))
                         .map_err(|e| ApiError::bad_request(e.to_string()))
                 })
                 .collect()
@@ -351,27 +353,32 @@ fn check_format(bytes: &[u8]) -> Result<(), ApiError> {
     }
 }
 
-/// Decodes and prepares the body on a blocking thread (in parallel with the network).
+/// Prepares the body for the network on a blocking thread (in parallel with the network); with
+/// `keep_image` also decodes it in full for the map's picture.
 async fn prepare(
     served: &Served,
     bytes: Bytes,
     keep_image: bool,
-) -> Result<(Job, oneshot::Receiver<Result<Answer, String>>, Arc<DynamicImage>), ApiError> {
+) -> Result<(Job, oneshot::Receiver<Result<Answer, String>>, Option<Arc<DynamicImage>>), ApiError> {
     let preprocess = served.preprocess.clone();
     let body = bytes.clone();
     let (image, prepared) = tokio::task::spawn_blocking(move || {
-        prepare_bytes(&preprocess, &PathBuf::from("body"), body.to_vec())
+        let name = PathBuf::from("body");
+        if keep_image {
+            decode_and_prepare(&preprocess, &name, &body).map(|(i, p)| (Some(Arc::new(i)), p))
+        } else {
+            preprocess.prepare_bytes(&name, &body).map(|prepared| (None, prepared))
+        }
     })
     .await
     .map_err(|_| ApiError::internal("decoding failed"))?
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let image = Arc::new(image);
     let (reply, receiver) = oneshot::channel();
     let job = Job {
         bytes,
         prepared,
         prepared_with: served.preprocess.clone(),
-        map_of: keep_image.then(|| Arc::clone(&image)),
+        map_of: image.clone(),
         reply,
     };
     Ok((job, receiver, image))
