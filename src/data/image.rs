@@ -19,6 +19,10 @@ use image::{DynamicImage, ImageReader, Limits};
 
 use crate::error::{Error, Result};
 
+/// Names how images become network input (decoders, DCT scaling, resizer); part of the feature
+/// cache's key, so features prepared another way are never mixed with these.
+pub const PREPARATION: &str = "libjpeg-turbo dct-scaled, fast_image_resize bilinear (1)";
+
 /// The largest decoded image accepted, in bytes (the `image` crate's default allocation limit):
 /// 512 MiB is 178 megapixels of RGB8, far above any inspection camera. Checked against the header
 /// before any pixel buffer is allocated.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::data::image::{Aspect, Preprocess};
+use crate::data::image::{Aspect, Preprocess, PREPARATION};
 use crate::error::{Error, Result};
 use crate::report::atomic;
 
@@ -44,8 +44,10 @@ impl FeatureCache {
         preprocess: &Preprocess,
         width: usize,
     ) -> Result<Self> {
-        let settings = serde_json::to_vec(preprocess)
+        let mut settings = serde_json::to_vec(preprocess)
             .map_err(|e| Error::numeric("feature cache", e.to_string()))?;
+        // The same settings prepared by another decoder or resizer give other features.
+        settings.extend_from_slice(PREPARATION.as_bytes());
         let settings_hash = format!("{:x}", Sha256::digest(&settings));
         let dir = root.join(format!(
             "{}-{}",
