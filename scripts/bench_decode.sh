@@ -63,7 +63,7 @@ PY
 fi
 root_of() { case $1 in camera-png) echo "$work/camera/png" ;; camera-jpg) echo "$work/camera/jpg" ;; *) echo "$data" ;; esac; }
 
-precision=$($bin eval --data "$data" --category mvtec-bottle --protocol mvtec --no-cache --json --out "$work/warm" | $py -c 'import json,sys; print(json.load(sys.stdin)["precision"])')
+precision=$($bin eval --data "$data" --category mvtec-bottle --protocol mvtec --no-cache --no-report --json --out "$work/warm" | $py -c 'import json,sys; print(json.load(sys.stdin)["precision"])')
 variant=$([ "$precision" = bf16 ] && echo bf16.pt || { [ "$precision" = fp32_frozen ] && echo frozen.pt || echo pt; })
 read -r forward forward_ms < <($py - "models/efficientnet_lite0.$variant" <<'PY'
 import sys, time, torch
@@ -101,7 +101,7 @@ for set in $sets; do
     read -r _ _ _ _ _ _ _ full _ full_ms < <($prepare --full "$root/$set/train" "$root/$set/test")
     limit=$(calc "$cores * 1000 / ($decode_ms + $forward_ms)")
     start=$(now)
-    $bin eval --data "$root" --category "$set" --protocol mvtec --no-cache --json --out "$work/new-$set" > "$work/new-$set.json"
+    $bin eval --data "$root" --category "$set" --protocol mvtec --no-cache --no-report --json --out "$work/new-$set" > "$work/new-$set.json"
     e2e=$(calc "$images / ($(now) - $start)")
     line=$(printf '%-14s %6s  (d) %6.1f img/s %6.2f ms  (d0) %6.1f img/s %6.2f ms  (f) %6.1f img/s %6.2f ms  limit %6.1f  (e) %6.1f = %.2f of limit  AUROC %s' \
         "$set" "$images" "$decode" "$decode_ms" "$full" "$full_ms" "$forward" "$forward_ms" "$limit" "$e2e" "$(calc "$e2e / $limit" 2)" "$(auc "$work/new-$set/metrics.json")")
