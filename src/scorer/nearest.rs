@@ -8,8 +8,10 @@ use crate::rng::Rng;
 
 /// Query rows per chunk.
 const QUERY_CHUNK: i64 = 1024;
-/// Bank rows per chunk: QUERY_CHUNK × BANK_CHUNK floats (64 MiB) of distances at a time.
-const BANK_CHUNK: i64 = 16384;
+/// Bank rows per chunk: QUERY_CHUNK × BANK_CHUNK floats (16 MiB) of distances at a time. Kept
+/// under glibc's 32 MiB mapping threshold, so the buffer is reused instead of being mapped,
+/// faulted in and unmapped for every chunk pair.
+const BANK_CHUNK: i64 = 4096;
 
 fn torch(context: &'static str) -> impl Fn(tch::TchError) -> Error {
     move |e| Error::torch(context, e)
@@ -35,25 +37,29 @@ pub fn nearest_distances(queries: &Tensor, bank: &Tensor, bank_norms: &Tensor) -
     while start < q {
         let length = QUERY_CHUNK.min(q - start);
         let block = queries.narrow(0, start, length);
-        let block_norms = (&block * &block).sum_dim_intlist(1, true, Kind::Float);
+        let block_norms = (&block * &block).sum_dim_intlist(1, false, Kind::Float);
+        let scaled = &block * -2.0;
         let mut best: Option<Tensor> = None;
         let mut bank_start = 0;
         while bank_start < m {
             let bank_length = BANK_CHUNK.min(m - bank_start);
             let rows = bank.narrow(0, bank_start, bank_length);
             let norms = bank_norms.narrow(0, bank_start, bank_length);
-            // ‖a‖² − 2ab + ‖b‖²: one matrix product per chunk pair.
-            let products = block.f_mm(&rows.tr()).map_err(torch("nearest neighbour"))?;
-            let distances =
-                (products * -2.0 + &block_norms + norms.unsqueeze(0)).amin(&[1i64][..], false);
+            // ‖b‖² − 2ab in one fused product per chunk pair; ‖a‖² is the same for every bank
+            // row, so it is added after the minimum.
+            let partial = norms
+                .unsqueeze(0)
+                .f_addmm(&scaled, &rows.tr())
+                .map_err(torch("nearest neighbour"))?
+                .amin(&[1i64][..], false);
             best = Some(match best {
-                Some(current) => current.minimum(&distances),
-                None => distances,
+                Some(current) => current.minimum(&partial),
+                None => partial,
             });
             bank_start += bank_length;
         }
         if let Some(best) = best {
-            chunks.push(best.clamp_min(0.0).sqrt());
+            chunks.push((best + &block_norms).clamp_min(0.0).sqrt());
         }
         start += length;
     }
