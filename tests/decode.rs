@@ -6,6 +6,8 @@
 //! The photographs are scikit-image's (in the project's .venv, from scripts/setup.sh), enlarged
 //! to camera sizes and encoded here with libjpeg-turbo in each subsampling mode.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use anodet::data::image::{
@@ -27,22 +29,9 @@ const SCALED_P999: f32 = 0.08;
 /// fixed point (new) or f32 (old), so values differ by at most one level of 255 from rounding.
 const RESIZER_MAX: f32 = 1.0 / 255.0 + 1e-6;
 
-/// scikit-image's data folder inside the project's .venv (installed by scripts/setup.sh).
-fn skimage_photo(name: &str) -> PathBuf {
-    let lib = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
-    let entries = std::fs::read_dir(&lib).expect(".venv missing: run scripts/setup.sh");
-    for entry in entries.flatten() {
-        let candidate = entry.path().join("site-packages/skimage/data").join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("{name} not found under {}: run scripts/setup.sh", lib.display());
-}
-
 /// A photograph enlarged (Lanczos) to `width × height`, as a camera of that size would see it.
 fn photo(name: &str, width: u32, height: u32) -> RgbImage {
-    let rgb = image::open(skimage_photo(name)).unwrap().to_rgb8();
+    let rgb = image::open(common::skimage_photo(name)).unwrap().to_rgb8();
     image::imageops::resize(&rgb, width, height, FilterType::Lanczos3)
 }
 
@@ -200,7 +189,9 @@ fn the_new_resizer_matches_the_old_one() {
         ("chelsea 900x600", DynamicImage::ImageRgb8(photo("chelsea.png", 900, 600))),
         (
             "camera grey",
-            DynamicImage::ImageLuma8(image::open(skimage_photo("camera.png")).unwrap().to_luma8()),
+            DynamicImage::ImageLuma8(
+                image::open(common::skimage_photo("camera.png")).unwrap().to_luma8(),
+            ),
         ),
         ("noise 333x517", DynamicImage::ImageRgb8(rgb_noise)),
         (

@@ -12,22 +12,9 @@ use anodet::backbone::{Levels, TorchBackbone};
 use anodet::data::image::{Aspect, InputSize};
 use anodet::features::preprocess_for;
 
-/// scikit-image's data folder inside the project's .venv (installed by scripts/setup.sh).
-fn skimage_photo(name: &str) -> PathBuf {
-    let lib = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
-    let entries = std::fs::read_dir(&lib).expect(".venv missing: run scripts/setup.sh");
-    for entry in entries.flatten() {
-        let candidate = entry.path().join("site-packages/skimage/data").join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("{name} not found under {}: run scripts/setup.sh", lib.display());
-}
-
 fn top_classes(backbone: &TorchBackbone, photo: &str) -> Vec<usize> {
     let preprocess = preprocess_for(backbone.info(), None, Aspect::Squash);
-    let image = preprocess.prepare(&skimage_photo(photo)).expect("decode");
+    let image = preprocess.prepare(&common::skimage_photo(photo)).expect("decode");
     let logits = backbone.classify(&[&image]).expect("classify");
     let mut order: Vec<usize> = (0..logits.ncols()).collect();
     order.sort_by(|&a, &b| logits[[0, b]].total_cmp(&logits[[0, a]]));
@@ -102,7 +89,7 @@ fn worst_level_error(variant: &str, preprocess: &anodet::data::image::Preprocess
     // chelsea is 451×300 and coffee 600×400 (bf16 is slow where the CPU lacks bf16 units, so
     // one photo each way round is enough).
     for photo in ["chelsea.png", "coffee.png"] {
-        let image = preprocess.prepare(&skimage_photo(photo)).expect("decode");
+        let image = preprocess.prepare(&common::skimage_photo(photo)).expect("decode");
         let expected = fp32.pooled(&[&image], &levels).unwrap();
         let actual = other.pooled(&[&image], &levels).unwrap();
         for (e, a) in expected.iter().zip(&actual) {

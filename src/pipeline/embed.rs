@@ -130,6 +130,11 @@ impl<'r> Embedder<'r> {
         Ok(self.networks.len() - 1)
     }
 
+    /// How many parts embed each image: one, or an ensemble's member count.
+    pub fn parts(&self) -> usize {
+        self.parts.len()
+    }
+
     /// The run's own backbone and preprocessing.
     pub fn primary(&self) -> &Opened {
         &self.networks[0]

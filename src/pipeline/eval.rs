@@ -186,7 +186,8 @@ pub struct EvalReport {
     /// Over the repeats (present when there are several).
     pub spread: BTreeMap<String, Spread>,
     pub feature_seconds: f64,
-    /// Images whose features were needed (fit and judged), and how many came from the cache.
+    /// Images whose features were needed (fit and judged; once per ensemble member), and how
+    /// many came from the cache.
     pub extracted_images: usize,
     pub cache_hits: usize,
     pub seconds: f64,
@@ -353,7 +354,8 @@ fn run_evaluation(
         runs,
         spread,
         feature_seconds,
-        extracted_images: paths.len(),
+        // An ensemble embeds every image once per member (its cache hits count per member).
+        extracted_images: paths.len() * embedder.parts(),
         cache_hits,
         seconds: started.elapsed().as_secs_f64(),
     };

@@ -123,3 +123,16 @@ impl Run {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// scikit-image's data folder inside the project's .venv (installed by scripts/setup.sh).
+pub fn skimage_photo(name: &str) -> PathBuf {
+    let lib = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
+    let entries = std::fs::read_dir(&lib).expect(".venv missing: run scripts/setup.sh");
+    for entry in entries.flatten() {
+        let candidate = entry.path().join("site-packages/skimage/data").join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("{name} not found under {}: run scripts/setup.sh", lib.display());
+}
