@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anodet::data::image::{
     decode_bytes, jpeg_scale_denominator, Aspect, InputSize, PreparedImage, Preprocess,

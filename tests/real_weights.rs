@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use anodet::backbone::sidecar::BackboneFiles;
 use anodet::backbone::{Levels, TorchBackbone};
 use anodet::data::image::{Aspect, InputSize};
