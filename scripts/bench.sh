@@ -59,7 +59,8 @@ $bin fit --data "$data" --category "$category" --no-cache --scorer knn --coreset
 k_fit=$(calc "$(now) - $start")
 tests=$(find "$data/$category/test" -type f | wc -l)
 start=$(now)
-$bin score --model "$work/knn-run" $(find "$data/$category/test" -type f) > /dev/null
+# Exit status 1 means "found an anomalous image" (the test set has defects), not a failure.
+$bin score --model "$work/knn-run" $(find "$data/$category/test" -type f) > /dev/null || [ $? -eq 1 ]
 k_ms=$(calc "1000 * ($(now) - $start) / $tests")
 bank_mb=$(calc "$(stat -c %s "$work/knn-run/model.safetensors") / 1048576")
 
