@@ -184,6 +184,67 @@ fn a_one_candidate_grid_gives_exactly_evals_figures() {
 }
 
 #[test]
+fn knn_candidates_sharing_a_fit_give_each_evals_figures() {
+    // Borders 1 and 0 share one bank and one search per fold; each must still be exactly what
+    // eval gives for that setting alone.
+    let ws = Workspace::with_images(20, 4, 4);
+    std::fs::write(
+        ws.path().join("grid.json"),
+        r#"{"candidates": [{"scorer": "knn", "coreset": 0.5, "border": 1},
+                           {"levels": "7"},
+                           {"scorer": "knn", "coreset": 0.5, "border": 0}]}"#,
+    )
+    .unwrap();
+    let run = ws.anodet(&[
+        "tune",
+        "--data",
+        "data",
+        "--category",
+        "wood",
+        "--grid",
+        "grid.json",
+        "--no-report",
+        "--out",
+        "t",
+    ]);
+    run.ok();
+    assert!(run.stderr().contains("candidates 1, 3 share one fit"), "{}", run.stderr());
+    let read = |p: &str| std::fs::read_to_string(ws.path().join(p)).unwrap();
+    let tuned: serde_json::Value = serde_json::from_str(&read("t/tune.json")).unwrap();
+    let candidates = tuned["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 3);
+    for border in ["1", "0"] {
+        let out = format!("e{border}");
+        ws.anodet(&[
+            "eval",
+            "--data",
+            "data",
+            "--category",
+            "wood",
+            "--scorer",
+            "knn",
+            "--coreset",
+            "0.5",
+            "--border",
+            border,
+            "--no-report",
+            "--out",
+            &out,
+        ])
+        .ok();
+        let eval: serde_json::Value =
+            serde_json::from_str(&read(&format!("{out}/metrics.json"))).unwrap();
+        let label = format!("knn(coreset 0.5, border {border})");
+        let result = candidates
+            .iter()
+            .find(|c| c["label"].as_str().unwrap().contains(&label))
+            .unwrap_or_else(|| panic!("no candidate {label}"));
+        assert_eq!(result["cv_auc"], eval["runs"][0]["auc"], "{label}");
+        assert_eq!(result["cv_honest_f1"], eval["runs"][0]["honest"]["f1"], "{label}");
+    }
+}
+
+#[test]
 fn synthetic_choice_is_said_and_fit_tuned_refits_exactly_the_choice() {
     // 6 real defects (< --min-defects 10): tune paints its own.
     let ws = Workspace::with_images(30, 6, 2);

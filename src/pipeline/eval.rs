@@ -403,9 +403,76 @@ pub(crate) fn cross_validate(
     gaussian: &GaussianParams,
     score_training: bool,
 ) -> Result<RunMetrics> {
+    let mut runs = cross_validate_each(
+        samples,
+        images,
+        labels,
+        (folds, seed),
+        score_training,
+        1,
+        |training, held_out| {
+            Ok(vec![if score_training {
+                scorer.fit_score(training, [training, held_out], gaussian)?
+            } else {
+                let [held] = scorer.fit_score(training, [held_out], gaussian)?;
+                [Vec::new(), held]
+            }])
+        },
+    )?;
+    Ok(runs.remove(0))
+}
+
+/// [`cross_validate`] for several settings that share one fit ([`ScorerSpec::shares_fit`]):
+/// each fold fits once, with `variants[0]`, and scores every variant from that fit. One set of
+/// figures per variant, each exactly what `cross_validate` gives for that setting alone.
+#[allow(clippy::too_many_arguments)] // the CV's inputs, each used once
+pub(crate) fn cross_validate_variants(
+    samples: &[&Sample],
+    embeddings: &Embeddings,
+    variants: &[ScorerSpec],
+    images: &[usize],
+    labels: &[bool],
+    folds: usize,
+    seed: u64,
+    score_training: bool,
+) -> Result<Vec<RunMetrics>> {
+    let Some(fitted_as) = variants.first() else {
+        return Ok(Vec::new());
+    };
+    cross_validate_each(
+        samples,
+        images,
+        labels,
+        (folds, seed),
+        score_training,
+        variants.len(),
+        |training, held_out| {
+            let fitted = fitted_as.scorer()?.fit(&embeddings.select(training))?;
+            let in_sample = if score_training {
+                fitted.score_variants(&embeddings.select(training), variants)?
+            } else {
+                vec![Vec::new(); variants.len()]
+            };
+            let held = fitted.score_variants(&embeddings.select(held_out), variants)?;
+            Ok(in_sample.into_iter().zip(held).map(|(t, h)| [t, h]).collect())
+        },
+    )
+}
+
+/// The folds of a cross-validation: `fit_score(training, held_out)` (image indices) gives, per
+/// variant, the in-sample training scores (empty unless `score_training`) and the held-out ones.
+fn cross_validate_each(
+    samples: &[&Sample],
+    images: &[usize],
+    labels: &[bool],
+    (folds, seed): (usize, u64),
+    score_training: bool,
+    variants: usize,
+    mut fit_score: impl FnMut(&[usize], &[usize]) -> Result<Vec<[Vec<f64>; 2]>>,
+) -> Result<Vec<RunMetrics>> {
     let assignment = stratified_folds(labels, folds, seed)?;
-    let mut scores = vec![0.0; samples.len()];
-    let mut fold_results = Vec::new();
+    let mut scores = vec![vec![0.0; samples.len()]; variants];
+    let mut fold_results: Vec<Vec<FoldResult>> = vec![Vec::new(); variants];
     for fold in 0..folds {
         let training: Vec<usize> =
             (0..samples.len()).filter(|&i| assignment[i] != fold && !labels[i]).collect();
@@ -414,30 +481,28 @@ pub(crate) fn cross_validate(
             return Err(fold_too_small(fold, training.len()));
         }
         let to_images = |local: &[usize]| local.iter().map(|&i| images[i]).collect::<Vec<_>>();
-        let (training_scores, held_scores) = if score_training {
-            let [in_sample, held] = scorer.fit_score(
-                &to_images(&training),
-                [&to_images(&training), &to_images(&held_out)],
-                gaussian,
-            )?;
-            (in_sample, held)
-        } else {
-            let [held] =
-                scorer.fit_score(&to_images(&training), [&to_images(&held_out)], gaussian)?;
-            (Vec::new(), held)
-        };
-        for (&i, &s) in held_out.iter().zip(held_scores.iter()) {
-            scores[i] = s;
-        }
+        let per_variant = fit_score(&to_images(&training), &to_images(&held_out))?;
         let fold_labels: Vec<bool> = held_out.iter().map(|&i| labels[i]).collect();
-        fold_results.push(FoldResult {
-            fold,
-            training_images: training.len(),
-            auc: roc_auc(&held_scores, &fold_labels)?,
-            training_scores,
-        });
+        for (v, [training_scores, held_scores]) in per_variant.into_iter().enumerate() {
+            for (&i, &s) in held_out.iter().zip(held_scores.iter()) {
+                scores[v][i] = s;
+            }
+            debug_assert!(score_training || training_scores.is_empty());
+            fold_results[v].push(FoldResult {
+                fold,
+                training_images: training.len(),
+                auc: roc_auc(&held_scores, &fold_labels)?,
+                training_scores,
+            });
+        }
     }
-    judge_folds(samples, scores, labels, &assignment, folds, seed, fold_results)
+    scores
+        .into_iter()
+        .zip(fold_results)
+        .map(|(scores, fold_results)| {
+            judge_folds(samples, scores, labels, &assignment, folds, seed, fold_results)
+        })
+        .collect()
 }
 
 /// The figures of out-of-fold `scores` (one per sample; `assignment` gives each sample's fold):

@@ -6,8 +6,10 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::nearest::{greedy_coreset, nearest_distances, row_norms};
-use super::{Embeddings, FittedScorer, PositionMap, Scorer, ScorerSpec, StoredTensor, TensorData};
+use super::nearest::{nearest_distances, partitioned_coreset, row_norms};
+use super::{
+    other_fit, Embeddings, FittedScorer, PositionMap, Scorer, ScorerSpec, StoredTensor, TensorData,
+};
 use crate::backbone::Levels;
 use crate::error::{Error, Result};
 use crate::features::PatchSet;
@@ -94,12 +96,44 @@ impl KnnParams {
         let bank = if self.coreset >= 1.0 {
             all
         } else {
-            let count = ((patches.rows() as f64 * self.coreset).ceil() as usize).max(1);
-            let chosen = greedy_coreset(&all, count, self.seed)?;
+            let chosen = partitioned_coreset(
+                &all,
+                &coreset_parts(&patches.offsets, CORESET_PART_ROWS),
+                self.coreset,
+                self.seed,
+            )?;
             all.index_select(0, &Tensor::from_slice(&chosen))
         };
         KnnModel::new(self.clone(), patches.levels.clone(), bank)
     }
+}
+
+/// Rows per part of the coreset selection (see [`partitioned_coreset`]): about 170 images at
+/// 224 px. On magnetic-tile (3-fold CV) whole-bank selection gave AUROC 0.965 / honest F1 0.839
+/// and parts of this size 0.963 / 0.848 (elpv-poly 0.913 / 0.767 and 0.915 / 0.748), with the
+/// selection cost growing linearly in the bank instead of quadratically.
+pub const CORESET_PART_ROWS: usize = 32_768;
+
+/// Row ranges of consecutive whole images (image `i` owns rows `offsets[i]..offsets[i + 1]`),
+/// each part reaching at least `part_rows` rows except the last, which joins its predecessor when
+/// it would be less than half that.
+fn coreset_parts(offsets: &[usize], part_rows: usize) -> Vec<std::ops::Range<i64>> {
+    let total = offsets.last().copied().unwrap_or(0);
+    let mut parts: Vec<std::ops::Range<i64>> = Vec::new();
+    let mut start = 0;
+    for &end in offsets.iter().skip(1) {
+        if end - start >= part_rows {
+            parts.push(start as i64..end as i64);
+            start = end;
+        }
+    }
+    if start < total {
+        match parts.last_mut() {
+            Some(last) if total - start < part_rows / 2 => last.end = total as i64,
+            _ => parts.push(start as i64..total as i64),
+        }
+    }
+    parts
 }
 
 /// A fitted patch memory.
@@ -197,42 +231,79 @@ impl FittedScorer for KnnModel {
     }
 
     fn score(&self, embeddings: &Embeddings) -> Result<Vec<f64>> {
-        // Only interior positions count: search those alone (a quarter fewer at 14×14, border 1).
+        let mut scores = self.score_variants(embeddings, &[self.spec()])?;
+        Ok(scores.pop().unwrap_or_default())
+    }
+
+    /// Variants differ in `border` only: one search of the positions inside the smallest border
+    /// serves them all.
+    fn score_variants(
+        &self,
+        embeddings: &Embeddings,
+        variants: &[ScorerSpec],
+    ) -> Result<Vec<Vec<f64>>> {
+        let own = self.spec();
+        let borders: Vec<usize> = variants
+            .iter()
+            .map(|variant| match variant {
+                ScorerSpec::Knn(p) if own.shares_fit(variant) => Ok(p.border),
+                other => Err(other_fit(&own, other)),
+            })
+            .collect::<Result<_>>()?;
+        let Some(&searched_border) = borders.iter().min() else {
+            return Ok(Vec::new());
+        };
         let patches = embeddings.patches()?;
-        let mut interior_rows: Vec<i64> = Vec::new();
-        let mut ends = Vec::with_capacity(patches.len());
-        for i in 0..patches.len() {
-            let (h, w) = patches.grids[i];
-            let (rows, cols) = interior(h, w, self.params.border).ok_or_else(|| {
-                Error::param(
-                    "--border",
-                    format!("{} ring(s) leave no positions on a {h}×{w} grid", self.params.border),
-                )
-            })?;
-            for r in rows {
-                interior_rows.extend(cols.clone().map(|c| (patches.offsets[i] + r * w + c) as i64));
-            }
-            ends.push(interior_rows.len());
-        }
         if patches.dim != self.dim() {
             return Err(Error::numeric(
                 "knn scoring",
                 format!("positions have {} values, the memory bank {}", patches.dim, self.dim()),
             ));
         }
-        if interior_rows.is_empty() {
-            return Ok(Vec::new());
+        // Only interior positions count: search those alone (a quarter fewer at 14×14, border 1).
+        let mut searched_rows: Vec<i64> = Vec::new();
+        let mut starts = Vec::with_capacity(patches.len());
+        for i in 0..patches.len() {
+            let (h, w) = patches.grids[i];
+            for &border in &borders {
+                interior(h, w, border).ok_or_else(|| {
+                    Error::param(
+                        "--border",
+                        format!("{border} ring(s) leave no positions on a {h}×{w} grid"),
+                    )
+                })?;
+            }
+            starts.push(searched_rows.len());
+            let (rows, cols) = interior(h, w, searched_border).unwrap_or((0..0, 0..0));
+            for r in rows {
+                searched_rows.extend(cols.clone().map(|c| (patches.offsets[i] + r * w + c) as i64));
+            }
         }
-        let queries = patches.tensor().index_select(0, &Tensor::from_slice(&interior_rows));
+        if searched_rows.is_empty() {
+            return Ok(vec![Vec::new(); borders.len()]);
+        }
+        let queries = patches.tensor().index_select(0, &Tensor::from_slice(&searched_rows));
         let scores = Vec::<f32>::try_from(self.position_scores(&queries)?.contiguous())
             .map_err(|e| Error::torch("knn scoring", e))?;
-        let mut start = 0;
-        Ok(ends
+        Ok(borders
             .iter()
-            .map(|&end| {
-                let worst = scores[start..end].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                start = end;
-                worst as f64
+            .map(|&border| {
+                (0..patches.len())
+                    .map(|i| {
+                        let (h, w) = patches.grids[i];
+                        // Positions inside `border`, indexed within the searched block.
+                        let width = w - 2 * searched_border;
+                        let (rows, cols) = interior(h, w, border).unwrap_or((0..0, 0..0));
+                        let mut worst = f32::NEG_INFINITY;
+                        for r in rows {
+                            let row = starts[i] + (r - searched_border) * width;
+                            for c in cols.clone() {
+                                worst = worst.max(scores[row + c - searched_border]);
+                            }
+                        }
+                        worst as f64
+                    })
+                    .collect()
             })
             .collect())
     }
@@ -344,6 +415,43 @@ mod tests {
     }
 
     #[test]
+    fn border_variants_from_one_search_equal_each_border_alone() {
+        let good = Embeddings::Patches(patch_set(&[(6, 5, 0.0), (6, 5, 0.2), (6, 5, 0.5)], 3));
+        let mut probe = patch_set(&[(6, 5, 0.1), (6, 5, 0.9), (6, 5, 0.3)], 3);
+        probe.values[0..3].copy_from_slice(&[4.0, 4.0, 4.0]); // a corner: border 0 only
+        let probe = Embeddings::Patches(probe);
+        let spec = |border| ScorerSpec::Knn(KnnParams { coreset: 0.5, border, seed: 2 });
+        let fitted = KnnParams { coreset: 0.5, border: 1, seed: 2 }.fit(&good).unwrap();
+        let variants = [spec(2), spec(0), spec(1)];
+        let together = fitted.score_variants(&probe, &variants).unwrap();
+        for (variant, scores) in variants.iter().zip(&together) {
+            let ScorerSpec::Knn(params) = variant else { unreachable!() };
+            let alone = params.fit(&good).unwrap().score(&probe).unwrap();
+            assert_eq!(&alone, scores, "border {}", params.border);
+        }
+        assert!(together[1][0] > together[2][0]);
+        // Another coreset share needs its own fit.
+        let other = ScorerSpec::Knn(KnnParams { coreset: 1.0, border: 1, seed: 2 });
+        assert!(fitted.score_variants(&probe, &[other]).is_err());
+        assert!(fitted.score_variants(&probe, &[spec(3)]).is_err());
+    }
+
+    #[test]
+    fn coreset_parts_hold_whole_images_and_cover_every_row() {
+        // Images of 100, 100, 100, 30 and 10 rows.
+        let offsets = [0, 100, 200, 300, 330, 340];
+        assert_eq!(coreset_parts(&offsets, 150), vec![0..200, 200..340]);
+        // The 40 rows left after three parts of 100 are under half a part: they join the third.
+        assert_eq!(coreset_parts(&offsets, 100), vec![0..100, 100..200, 200..340]);
+        assert_eq!(coreset_parts(&offsets, 10_000), vec![0..340]);
+        assert_eq!(
+            coreset_parts(&offsets, 1),
+            vec![0..100, 100..200, 200..300, 300..330, 330..340]
+        );
+        assert!(coreset_parts(&[0], 100).is_empty());
+    }
+
+    #[test]
     fn stored_bank_scores_identically() {
         let good = Embeddings::Patches(patch_set(&[(4, 4, 0.0), (4, 4, 0.3), (4, 4, 0.7)], 3));
         let params = KnnParams { coreset: 0.5, border: 0, seed: 1 };
@@ -357,6 +465,9 @@ mod tests {
         .unwrap();
         let probe = Embeddings::Patches(patch_set(&[(4, 4, 0.2), (4, 4, 1.0)], 3));
         assert_eq!(model.score(&probe).unwrap(), loaded.score(&probe).unwrap());
-        assert_eq!(loaded.bank_rows(), 24);
+        // Half of 48 rows at most; fewer when the greedy selection meets exact duplicates (these
+        // images repeat rows with period 7), which depends on the BLAS's rounding.
+        assert_eq!(loaded.bank_rows(), model.knn().unwrap().bank_rows());
+        assert!((21..=24).contains(&loaded.bank_rows()), "{}", loaded.bank_rows());
     }
 }

@@ -45,6 +45,15 @@ pub enum ScorerSpec {
 }
 
 impl ScorerSpec {
+    /// Whether one fit serves both settings: knn settings that differ only in `border` (which
+    /// changes how position scores become an image score, not the memory bank).
+    pub fn shares_fit(&self, other: &ScorerSpec) -> bool {
+        match (self, other) {
+            (ScorerSpec::Knn(a), ScorerSpec::Knn(b)) => a.coreset == b.coreset && a.seed == b.seed,
+            (a, b) => a == b,
+        }
+    }
+
     /// The short name used by `--scorer`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -185,6 +194,21 @@ pub trait FittedScorer: Send {
     /// One score per image (higher = more anomalous).
     fn score(&self, embeddings: &Embeddings) -> Result<Vec<f64>>;
 
+    /// One list of image scores per variant: settings that share this fit (see
+    /// [`ScorerSpec::shares_fit`]), from one pass over the embeddings where the scorer can.
+    fn score_variants(
+        &self,
+        embeddings: &Embeddings,
+        variants: &[ScorerSpec],
+    ) -> Result<Vec<Vec<f64>>> {
+        let own = self.spec();
+        if let Some(other) = variants.iter().find(|v| **v != own) {
+            return Err(other_fit(&own, other));
+        }
+        let scores = self.score(embeddings)?;
+        Ok(vec![scores; variants.len()])
+    }
+
     /// Position scores per image, for scorers that localise (`None` for pooled scorers, whose
     /// maps come from `heatmap`'s methods).
     fn maps(&self, embeddings: &Embeddings) -> Result<Option<Vec<PositionMap>>>;
@@ -212,6 +236,14 @@ pub trait FittedScorer: Send {
     fn subspace(&self) -> Option<&SubspaceModel> {
         None
     }
+}
+
+/// A fitted scorer asked to score with settings another fit needs.
+pub(crate) fn other_fit(own: &ScorerSpec, other: &ScorerSpec) -> crate::error::Error {
+    crate::error::Error::numeric(
+        "scoring",
+        format!("a fitted {} scorer cannot score as {other:?}: that needs its own fit", own.name()),
+    )
 }
 
 /// Rebuilds a fitted scorer from its settings and stored tensors; `gaussian_facts` holds

@@ -80,6 +80,62 @@ pub const PROJECTION_DIMS: i64 = 128;
 
 /// Indices of `count` rows of `features` (n × d) chosen by greedy k-center selection (each new
 /// centre is the row farthest from those chosen so far), in a random projection.
+pub fn greedy_coreset(features: &Tensor, count: usize, seed: u64) -> Result<Vec<i64>> {
+    let n = features.size()[0];
+    if count == 0 || n == 0 {
+        return Err(Error::numeric("coreset", "nothing to select from"));
+    }
+    let mut rng = Rng::new(seed);
+    let projected = project(features, &mut rng);
+    greedy_in_projection(&projected, count as i64, &mut rng)
+}
+
+/// A greedy k-center coreset of each part of `features` (row ranges, together covering the rows
+/// to select from), keeping `share` of each part's rows; the parts' indices, concatenated.
+///
+/// Greedy selection costs n × count × d: quadratic in the bank. Selecting within parts of at most
+/// a few ten thousand rows makes it linear (n × share × part rows × d), and the union of the
+/// parts' coresets still covers every row within its own part's covering radius.
+pub fn partitioned_coreset(
+    features: &Tensor,
+    parts: &[std::ops::Range<i64>],
+    share: f64,
+    seed: u64,
+) -> Result<Vec<i64>> {
+    if parts.iter().all(|part| part.is_empty()) {
+        return Err(Error::numeric("coreset", "nothing to select from"));
+    }
+    let mut rng = Rng::new(seed);
+    let projected = project(features, &mut rng);
+    let mut selected = Vec::new();
+    for part in parts.iter().filter(|part| !part.is_empty()) {
+        let rows = projected.narrow(0, part.start, part.end - part.start);
+        let count = ((rows.size()[0] as f64 * share).ceil() as i64).max(1);
+        let chosen = greedy_in_projection(&rows, count, &mut rng)?;
+        selected.extend(chosen.into_iter().map(|i| i + part.start));
+    }
+    Ok(selected)
+}
+
+/// The rows of `features` in a random projection to [`PROJECTION_DIMS`] dimensions (as float;
+/// unprojected when they have no more dimensions than that).
+fn project(features: &Tensor, rng: &mut Rng) -> Tensor {
+    let d = features.size()[1];
+    if d > PROJECTION_DIMS {
+        // A dense Gaussian projection, from anodet's own seeded generator so the choice is the
+        // same on every machine and device.
+        let values: Vec<f32> = (0..d * PROJECTION_DIMS)
+            .map(|_| gaussian_sample(rng) as f32 / (PROJECTION_DIMS as f32).sqrt())
+            .collect();
+        let projection =
+            Tensor::from_slice(&values).view([d, PROJECTION_DIMS]).to_device(features.device());
+        features.to_kind(Kind::Float).mm(&projection)
+    } else {
+        features.to_kind(Kind::Float)
+    }
+}
+
+/// Greedy k-center selection of `count` rows of `projected`, batched.
 ///
 /// Exact greedy selection is sequential: one pass over all n rows per centre, memory-bound and
 /// slow on a CPU for banks of 10⁵ rows. Here each round adds a batch of centres: the 4·b rows
@@ -87,30 +143,16 @@ pub const PROJECTION_DIMS: i64 = 128;
 /// candidates (distances between candidates included, so a batch never picks near-duplicates),
 /// and the distances of all rows are then updated with one matrix product. With b = 1 this is
 /// exact greedy selection; rounds are sized so that there are at most `MAX_ROUNDS`.
-pub fn greedy_coreset(features: &Tensor, count: usize, seed: u64) -> Result<Vec<i64>> {
-    let n = features.size()[0];
-    let d = features.size()[1];
+fn greedy_in_projection(projected: &Tensor, count: i64, rng: &mut Rng) -> Result<Vec<i64>> {
+    let n = projected.size()[0];
     if count == 0 || n == 0 {
         return Err(Error::numeric("coreset", "nothing to select from"));
     }
-    let count = (count as i64).min(n);
-    let mut rng = Rng::new(seed);
-    let projected = if d > PROJECTION_DIMS {
-        // A dense Gaussian projection, from anodet's own seeded generator so the choice is the
-        // same on every machine and device.
-        let values: Vec<f32> = (0..d * PROJECTION_DIMS)
-            .map(|_| gaussian_sample(&mut rng) as f32 / (PROJECTION_DIMS as f32).sqrt())
-            .collect();
-        let projection =
-            Tensor::from_slice(&values).view([d, PROJECTION_DIMS]).to_device(features.device());
-        features.to_kind(Kind::Float).mm(&projection)
-    } else {
-        features.to_kind(Kind::Float)
-    };
-    let norms = row_norms(&projected);
+    let count = count.min(n);
+    let norms = row_norms(projected);
     let first = rng.below(n as usize) as i64;
     let mut selected = vec![first];
-    let mut nearest = squared_distances_to(&projected, &norms, &[first])?;
+    let mut nearest = squared_distances_to(projected, &norms, &[first])?;
     let batch = ((count + MAX_ROUNDS - 1) / MAX_ROUNDS).max(1);
     while (selected.len() as i64) < count {
         let take = batch.min(count - selected.len() as i64);
@@ -144,7 +186,7 @@ pub fn greedy_coreset(features: &Tensor, count: usize, seed: u64) -> Result<Vec<
             break;
         }
         let chosen: Vec<i64> = chosen_local.iter().map(|&i| indices[i]).collect();
-        let update = squared_distances_to(&projected, &norms, &chosen)?;
+        let update = squared_distances_to(projected, &norms, &chosen)?;
         nearest = nearest.minimum(&update);
         selected.extend(chosen);
     }
@@ -279,6 +321,26 @@ mod tests {
                 greedy_radius <= random_radius,
                 "{count}: greedy {greedy_radius} vs random {random_radius}"
             );
+            // Selecting within three parts (the rare patterns all in the last) keeps the share
+            // of each and still covers better than a random subset of the same size, once each
+            // part has more centres than there are rare patterns (real parts have thousands):
+            // 10 centres a part cannot cover 20 far clusters.
+            if count < 300 {
+                continue;
+            }
+            let parts = [0..1000, 1000..2000, 2000..3000];
+            let by_parts =
+                partitioned_coreset(&features, &parts, count as f64 / 3000.0, 0).unwrap();
+            assert_eq!(by_parts.len(), count);
+            for part in &parts {
+                let inside = by_parts.iter().filter(|i| part.contains(i)).count();
+                assert_eq!(inside, count / 3, "{count}: {part:?}");
+            }
+            let parts_radius = covering_radius(&features, &by_parts).unwrap();
+            assert!(
+                parts_radius <= random_radius,
+                "{count}: by parts {parts_radius} vs random {random_radius}"
+            );
         }
     }
 
@@ -291,5 +353,11 @@ mod tests {
         );
         assert_eq!(greedy_coreset(&features, 1000, 3).unwrap().len(), 400);
         assert!(greedy_coreset(&features, 0, 3).is_err());
+        assert!(partitioned_coreset(&features, &[std::ops::Range { start: 0, end: 0 }], 0.5, 3)
+            .is_err());
+        assert_eq!(
+            partitioned_coreset(&features, &[0..200, 200..400], 0.1, 3).unwrap(),
+            partitioned_coreset(&features, &[0..200, 200..400], 0.1, 3).unwrap()
+        );
     }
 }

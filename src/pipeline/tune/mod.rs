@@ -26,12 +26,11 @@ use crate::data::split::stratified_folds;
 use crate::data::{Category, Sample, Split};
 use crate::error::{Error, Result};
 use crate::features::{FeatureSpec, OnBadImage};
-use crate::gaussian::GaussianParams;
 use crate::metrics::Confusion;
 pub use crate::model::TunedFrom;
 use crate::pipeline::embed::Embedder;
 use crate::pipeline::eval::{
-    cross_validate, judge_folds, EvalReport, Protocol, RunMetrics, Scorer, EVAL_FORMAT_VERSION,
+    cross_validate_variants, judge_folds, EvalReport, Protocol, RunMetrics, EVAL_FORMAT_VERSION,
 };
 use crate::pipeline::Runtime;
 use crate::progress::{Progress, Silent};
@@ -623,7 +622,6 @@ pub fn tune(
     let paths: Vec<PathBuf> = samples.iter().map(|s| s.path.clone()).collect();
     let n = samples.len();
     let outer = stratified_folds(&labels, params.folds, params.seed)?;
-    let gaussian = GaussianParams::new();
 
     let count = params.candidates.len();
     hooks.note(&format!(
@@ -641,11 +639,12 @@ pub fn tune(
     let mut inner_good_scales: Vec<Vec<Option<MeanSpread>>> = Vec::new();
     let mut dropped = Vec::new();
     let mut spent: Vec<(String, f64)> = Vec::new();
-    for (index, candidate) in params.candidates.iter().enumerate() {
+    for family in fit_families(&params.candidates) {
+        let first = &params.candidates[family[0]];
         if let (Some(budget), false) = (params.budget_minutes, spent.is_empty()) {
             let same: Vec<f64> = spent
                 .iter()
-                .filter(|(name, _)| name == candidate.scorer.name())
+                .filter(|(name, _)| name == first.scorer.name())
                 .map(|(_, s)| *s)
                 .collect();
             let basis =
@@ -653,54 +652,64 @@ pub fn tune(
             let estimate = basis.iter().sum::<f64>() / basis.len() as f64;
             let elapsed = started.elapsed().as_secs_f64();
             if elapsed + estimate > budget * 60.0 {
-                dropped.push(format!(
-                    "{} (estimated {:.0} s; {:.0} s of the {budget} min budget left)",
-                    candidate.label(),
-                    estimate,
-                    (budget * 60.0 - elapsed).max(0.0)
-                ));
-                progress.advance(per_candidate);
+                for &index in &family {
+                    dropped.push(format!(
+                        "{} (estimated {:.0} s; {:.0} s of the {budget} min budget left)",
+                        params.candidates[index].label(),
+                        estimate,
+                        (budget * 60.0 - elapsed).max(0.0)
+                    ));
+                }
+                progress.advance(per_candidate * family.len() as u64);
                 continue;
             }
         }
-        let candidate_started = Instant::now();
-        hooks.note(&format!("candidate {}/{count}: {}", index + 1, candidate.label()));
-        let embedder = Embedder::open(runtime, &candidate.features(), &candidate.scorer)?;
+        let family_started = Instant::now();
+        let variants: Vec<ScorerSpec> =
+            family.iter().map(|&i| params.candidates[i].scorer.clone()).collect();
+        for &index in &family {
+            hooks.note(&format!(
+                "candidate {}/{count}: {}",
+                index + 1,
+                params.candidates[index].label()
+            ));
+        }
+        if family.len() > 1 {
+            hooks.note(&format!(
+                "candidates {} share one fit and one search per fold",
+                family.iter().map(|i| (i + 1).to_string()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let embedder = Embedder::open(runtime, &first.features(), &first.scorer)?;
         let precision = embedder.primary().backbone.precision().to_string();
         let network_started = Instant::now();
         let (embeddings, _, _) = embedder.embed(&paths, OnBadImage::Stop, &Silent)?;
         let network_seconds = network_started.elapsed().as_secs_f64();
-        progress.advance(1);
+        progress.advance(family.len() as u64);
         let fits_started = Instant::now();
-        let whole = Scorer::Embedded { embeddings, spec: candidate.scorer.clone() };
         let all: Vec<usize> = (0..n).collect();
-        let run = cross_validate(
+        let runs = cross_validate_variants(
             &samples,
-            &whole,
+            &embeddings,
+            &variants,
             &all,
             &labels,
             params.folds,
             params.seed,
-            &gaussian,
             true,
         )?;
-        progress.advance(params.folds as u64);
-        let Scorer::Embedded { embeddings, .. } = &whole else {
-            unreachable!("built as Embedded above")
-        };
-        let mut inner_auc = Vec::new();
-        let mut inner_f1 = Vec::new();
-        let mut seen_paths = Vec::new();
-        let mut good_scales = Vec::new();
+        progress.advance((params.folds * family.len()) as u64);
+        // Per variant, per outer fold.
+        let mut inner_auc = vec![Vec::new(); family.len()];
+        let mut inner_f1 = vec![Vec::new(); family.len()];
+        let mut seen_paths = vec![Vec::new(); family.len()];
+        let mut good_scales = vec![Vec::new(); family.len()];
         for fold in 0..params.folds {
             let training: Vec<usize> = (0..n).filter(|&i| outer[i] != fold).collect();
             // The inner CV gets only the outer training part's embeddings: it cannot see the
             // outer test images.
-            let part = Scorer::Embedded {
-                embeddings: embeddings.select(&training),
-                spec: candidate.scorer.clone(),
-            };
-            if let Scorer::Embedded { embeddings: visible, .. } = &part {
+            let visible = embeddings.select(&training);
+            for &index in &family {
                 hooks.seen(&Seen {
                     outer_fold: fold,
                     stage: Stage::InnerEvaluation,
@@ -711,52 +720,60 @@ pub fn tune(
             let part_samples: Vec<&Sample> = training.iter().map(|&i| samples[i]).collect();
             let part_labels: Vec<bool> = training.iter().map(|&i| labels[i]).collect();
             let local: Vec<usize> = (0..training.len()).collect();
-            let inner = cross_validate(
+            let inner = cross_validate_variants(
                 &part_samples,
-                &part,
+                &visible,
+                &variants,
                 &local,
                 &part_labels,
                 params.inner_folds,
                 params.seed,
-                &gaussian,
                 false,
             )
             .map_err(|e| inner_error(e, fold))?;
-            inner_auc.push(inner.auc);
-            inner_f1.push(inner.honest.as_ref().and_then(|h| h.f1));
-            seen_paths.push(inner.samples.iter().map(|s| s.path.clone()).collect());
-            let good: Vec<f64> =
-                inner.samples.iter().filter(|s| !s.defective).map(|s| s.score).collect();
-            good_scales.push(MeanSpread::of(&good).filter(|m| m.std > 0.0 && m.std.is_finite()));
-            progress.advance(params.inner_folds as u64);
+            for (v, inner) in inner.into_iter().enumerate() {
+                inner_auc[v].push(inner.auc);
+                inner_f1[v].push(inner.honest.as_ref().and_then(|h| h.f1));
+                seen_paths[v].push(inner.samples.iter().map(|s| s.path.clone()).collect());
+                let good: Vec<f64> =
+                    inner.samples.iter().filter(|s| !s.defective).map(|s| s.score).collect();
+                good_scales[v]
+                    .push(MeanSpread::of(&good).filter(|m| m.std > 0.0 && m.std.is_finite()));
+            }
+            progress.advance((params.inner_folds * family.len()) as u64);
         }
-        let fit_score_seconds = fits_started.elapsed().as_secs_f64();
+        // A family's members share their costs equally, so that the totals add up.
+        let share = family.len() as f64;
+        let fit_score_seconds = fits_started.elapsed().as_secs_f64() / share;
         let defined = |v: &[Option<f64>]| v.iter().flatten().copied().collect::<Vec<_>>();
-        results.push(CandidateResult {
-            index: results.len(),
-            label: candidate.label(),
-            candidate: candidate.clone(),
-            inner_auc_spread: MeanSpread::of(&defined(&inner_auc)),
-            inner_honest_f1_spread: MeanSpread::of(&defined(&inner_f1)),
-            inner_auc,
-            inner_honest_f1: inner_f1,
-            cv_auc: run.auc,
-            cv_honest_f1: run.honest.as_ref().and_then(|h| h.f1),
-            precision,
-            network_seconds,
-            fit_score_seconds,
-        });
-        plain.push(run);
-        inner_paths.push(seen_paths);
-        inner_good_scales.push(good_scales);
-        let seconds = candidate_started.elapsed().as_secs_f64();
+        for (v, run) in runs.into_iter().enumerate() {
+            let candidate = &params.candidates[family[v]];
+            results.push(CandidateResult {
+                index: results.len(),
+                label: candidate.label(),
+                candidate: candidate.clone(),
+                inner_auc_spread: MeanSpread::of(&defined(&inner_auc[v])),
+                inner_honest_f1_spread: MeanSpread::of(&defined(&inner_f1[v])),
+                inner_auc: std::mem::take(&mut inner_auc[v]),
+                inner_honest_f1: std::mem::take(&mut inner_f1[v]),
+                cv_auc: run.auc,
+                cv_honest_f1: run.honest.as_ref().and_then(|h| h.f1),
+                precision: precision.clone(),
+                network_seconds: network_seconds / share,
+                fit_score_seconds,
+            });
+            plain.push(run);
+            inner_paths.push(std::mem::take(&mut seen_paths[v]));
+            inner_good_scales.push(std::mem::take(&mut good_scales[v]));
+        }
+        let seconds = family_started.elapsed().as_secs_f64();
         if spent.is_empty() {
             hooks.note(&format!(
                 "first candidate took {seconds:.1} s; about {:.1} min for all {count}",
-                seconds * count as f64 / 60.0
+                seconds * count as f64 / family.len() as f64 / 60.0
             ));
         }
-        spent.push((candidate.scorer.name().to_string(), seconds));
+        spent.push((first.scorer.name().to_string(), seconds));
     }
     progress.finish();
     if !dropped.is_empty() {
@@ -918,6 +935,26 @@ pub fn tune(
         repeat_auc: None,
         repeat_honest_f1: None,
     })
+}
+
+/// Candidates grouped so that each group shares one embedding and one fit per fold: the same
+/// features and scorer settings that [`ScorerSpec::shares_fit`] (knn candidates that differ only
+/// in `border`). Groups in the order of their first member.
+fn fit_families(candidates: &[Candidate]) -> Vec<Vec<usize>> {
+    let mut families: Vec<Vec<usize>> = Vec::new();
+    for (index, candidate) in candidates.iter().enumerate() {
+        let shared = families.iter_mut().find(|family| {
+            let first = &candidates[family[0]];
+            (&first.backbone, &first.levels, first.size, first.aspect)
+                == (&candidate.backbone, &candidate.levels, candidate.size, candidate.aspect)
+                && first.scorer.shares_fit(&candidate.scorer)
+        });
+        match shared {
+            Some(family) => family.push(index),
+            None => families.push(vec![index]),
+        }
+    }
+    families
 }
 
 /// Inner-CV errors name the outer fold they happened in.
