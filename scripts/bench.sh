@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark, one run, same images, ratios printed at the end:
 #   (a) raw TorchScript forward throughput of the path anodet uses (batch 16, this machine's
-#       threads): the limit for any end-to-end run;
+#       threads, anodet's malloc settings): the limit for any end-to-end run;
 #   (b) anodet end to end: decode, resize, forward, pool, fit on train/good, score test/*
 #       (`anodet eval --protocol mvtec --no-cache`, wall clock, process start included);
 #   (c) the Python peer end to end, as its users run it (scripts/reference.py: fp32, PIL);
@@ -28,7 +28,10 @@ calc() { awk "BEGIN { print $1 }"; }
 precision=$($bin eval --data "$data" --category "$category" --protocol mvtec --no-cache --json --out "$work/warm" | $py -c 'import json,sys; print(json.load(sys.stdin)["precision"])')
 variant=$([ "$precision" = bf16 ] && echo bf16.pt || { [ "$precision" = fp32_frozen ] && echo frozen.pt || echo pt; })
 
-a=$($py - "models/efficientnet_lite0.$variant" <<'PY'
+# Under anodet's memory policy (src/backbone/allocator.rs): with glibc's defaults the same
+# loop runs half as fast, which would understate the limit.
+a=$(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=268435456 \
+    $py - "models/efficientnet_lite0.$variant" <<'PY'
 import sys, time, torch
 model = torch.jit.load(sys.argv[1]).eval()
 x = torch.randn(16, 3, 224, 224)
