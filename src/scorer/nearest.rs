@@ -78,18 +78,6 @@ pub fn row_norms(rows: &Tensor) -> Tensor {
 /// Johnson-Lindenstrauss lemma keeps distances nearly intact, and selection gets much cheaper.
 pub const PROJECTION_DIMS: i64 = 128;
 
-/// Indices of `count` rows of `features` (n × d) chosen by greedy k-center selection (each new
-/// centre is the row farthest from those chosen so far), in a random projection.
-pub fn greedy_coreset(features: &Tensor, count: usize, seed: u64) -> Result<Vec<i64>> {
-    let n = features.size()[0];
-    if count == 0 || n == 0 {
-        return Err(Error::numeric("coreset", "nothing to select from"));
-    }
-    let mut rng = Rng::new(seed);
-    let projected = project(features, &mut rng);
-    greedy_in_projection(&projected, count as i64, &mut rng)
-}
-
 /// A greedy k-center coreset of each part of `features` (row ranges, together covering the rows
 /// to select from), keeping `share` of each part's rows; the parts' indices, concatenated.
 ///
@@ -193,7 +181,7 @@ fn greedy_in_projection(projected: &Tensor, count: i64, rng: &mut Rng) -> Result
     Ok(selected)
 }
 
-/// At most this many batched rounds in [`greedy_coreset`].
+/// At most this many batched rounds in [`greedy_in_projection`].
 const MAX_ROUNDS: i64 = 512;
 
 /// Squared distance of every row to the nearest of the rows `centres`.
@@ -233,6 +221,14 @@ pub fn covering_radius(features: &Tensor, centres: &[i64]) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Indices of `count` rows of `features` chosen by greedy k-center selection in a random
+    /// projection: [`partitioned_coreset`]'s selection within a single part, by count.
+    fn greedy_coreset(features: &Tensor, count: usize, seed: u64) -> Result<Vec<i64>> {
+        let mut rng = Rng::new(seed);
+        let projected = project(features, &mut rng);
+        greedy_in_projection(&projected, count as i64, &mut rng)
+    }
 
     fn random(rows: i64, cols: i64, seed: u64) -> Tensor {
         let mut rng = Rng::new(seed);
