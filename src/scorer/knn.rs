@@ -74,6 +74,17 @@ fn interior(
     (h > 2 * border && w > 2 * border).then(|| (border..h - border, border..w - border))
 }
 
+/// [`interior`], or the `--border` error when the rings leave no positions.
+fn interior_or_error(
+    h: usize,
+    w: usize,
+    border: usize,
+) -> Result<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+    interior(h, w, border).ok_or_else(|| {
+        Error::param("--border", format!("{border} ring(s) leave no positions on a {h}×{w} grid"))
+    })
+}
+
 impl Scorer for KnnParams {
     fn spec(&self) -> ScorerSpec {
         ScorerSpec::Knn(self.clone())
@@ -196,12 +207,7 @@ impl KnnModel {
 
     /// The image score from an image's position scores on an `h × w` grid.
     pub fn image_score(&self, scores: &[f32], h: usize, w: usize) -> Result<f64> {
-        let (rows, cols) = interior(h, w, self.params.border).ok_or_else(|| {
-            Error::param(
-                "--border",
-                format!("{} ring(s) leave no positions on a {h}×{w} grid", self.params.border),
-            )
-        })?;
+        let (rows, cols) = interior_or_error(h, w, self.params.border)?;
         let mut worst = f32::NEG_INFINITY;
         for r in rows {
             for c in cols.clone() {
@@ -251,7 +257,9 @@ impl FittedScorer for KnnModel {
                 other => Err(other_fit(&own, other)),
             })
             .collect::<Result<_>>()?;
-        let Some(&searched_border) = borders.iter().min() else {
+        let (Some(&searched_border), Some(&widest_border)) =
+            (borders.iter().min(), borders.iter().max())
+        else {
             return Ok(Vec::new());
         };
         let patches = embeddings.patches()?;
@@ -266,16 +274,10 @@ impl FittedScorer for KnnModel {
         let mut starts = Vec::with_capacity(patches.len());
         for i in 0..patches.len() {
             let (h, w) = patches.grids[i];
-            for &border in &borders {
-                interior(h, w, border).ok_or_else(|| {
-                    Error::param(
-                        "--border",
-                        format!("{border} ring(s) leave no positions on a {h}×{w} grid"),
-                    )
-                })?;
-            }
+            // The widest border leaving positions means every narrower one does.
+            interior_or_error(h, w, widest_border)?;
             starts.push(searched_rows.len());
-            let (rows, cols) = interior(h, w, searched_border).unwrap_or((0..0, 0..0));
+            let (rows, cols) = interior_or_error(h, w, searched_border)?;
             for r in rows {
                 searched_rows.extend(cols.clone().map(|c| (patches.offsets[i] + r * w + c) as i64));
             }
