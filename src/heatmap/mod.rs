@@ -222,6 +222,7 @@ impl MapModel {
             if tracked { backbone.forward_tracked(&leaf)? } else { backbone.forward(&leaf)? };
         let mut total = Tensor::zeros([input.size()[0]], (Kind::Float, input.device()));
         let mut knn_scores = None;
+        let mut knn_maps = None;
         match image_scorer {
             ImageScorer::Gaussians(image_gaussians) => {
                 for (level, gaussian) in image_gaussians {
@@ -238,17 +239,23 @@ impl MapModel {
                 "gradient maps differentiate a Gaussian run's score; use --method knn for knn runs",
             )),
             ImageScorer::Knn(knn) => {
-                knn_scores = Some(tch::no_grad(|| knn_position_maps(knn, &levels))?.1);
+                let (maps, scores) = tch::no_grad(|| knn_position_maps(knn, &levels))?;
+                knn_scores = Some(scores);
+                // A knn run mapped with its own bank: one search gives both.
+                if matches!(self, MapModel::Knn(map_knn) if map_knn.is_shared_with(knn)) {
+                    knn_maps = Some(maps);
+                }
             }
             ImageScorer::Subspace(_) => {
                 return Err(Error::param("--method", "subspace runs are HLAC runs"))
             }
         }
-        let raw = match self {
-            MapModel::Feature { level, gaussian } => tch::no_grad(|| {
+        let raw = match (self, knn_maps) {
+            (_, Some(maps)) => maps,
+            (MapModel::Feature { level, gaussian }, None) => tch::no_grad(|| {
                 gaussian.distances(&levels[*level as usize - 1].permute([0, 2, 3, 1]))
             })?,
-            MapModel::Gradient => {
+            (MapModel::Gradient, None) => {
                 // Each image's score depends on its own pixels only: one backward pass serves all.
                 let grads =
                     Tensor::f_run_backward(&[total.sum(Kind::Float)], &[&leaf], false, false)
@@ -259,9 +266,9 @@ impl MapModel {
                     .ok_or_else(|| Error::numeric("gradient map", "no gradient"))?;
                 grad.pow_tensor_scalar(2).sum_dim_intlist(1, false, Kind::Float).sqrt()
             }
-            MapModel::Patch(model) => tch::no_grad(|| model.maps_from_levels(&levels))?,
-            MapModel::Knn(knn) => tch::no_grad(|| knn_position_maps(knn, &levels))?.0,
-            MapModel::Cells { .. } | MapModel::Subspace(_) => {
+            (MapModel::Patch(model), None) => tch::no_grad(|| model.maps_from_levels(&levels))?,
+            (MapModel::Knn(knn), None) => tch::no_grad(|| knn_position_maps(knn, &levels))?.0,
+            (MapModel::Cells { .. } | MapModel::Subspace(_), None) => {
                 return Err(Error::param("--method", "cell maps are for the HLAC backbone"))
             }
         };

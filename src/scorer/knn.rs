@@ -177,6 +177,11 @@ impl KnnModel {
         }
     }
 
+    /// Whether `other` is this model or a [`share`](Self::share) of it.
+    pub fn is_shared_with(&self, other: &KnnModel) -> bool {
+        self.bank.data_ptr() == other.bank.data_ptr() && self.params == other.params
+    }
+
     pub fn params(&self) -> &KnnParams {
         &self.params
     }
