@@ -14,11 +14,13 @@
 //! - With fewer real defects than `min_defects`, defects are painted onto held-out good images
 //!   ([`crate::data::defects`]) and the choice is made with them; the report says so.
 
+mod estimate;
 pub mod grid;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use self::estimate::{measures_something_new, remaining_seconds, FamilyCost};
 use crate::backbone::Levels;
 use crate::data::defects::{paint_files, PaintedImage, SYNTHETIC_KINDS};
 use crate::data::image::{Aspect, InputSize};
@@ -626,7 +628,7 @@ pub fn tune(
     let count = params.candidates.len();
     hooks.note(&format!(
         "{count} candidates ({}), {n} images, {} outer × {} inner folds; the time estimate \
-         follows the first candidate",
+         follows the first candidate and is refined as each scorer and backbone is first timed",
         params.grid_source, params.folds, params.inner_folds
     ));
     let per_candidate = (1 + params.folds + params.folds * params.inner_folds) as u64;
@@ -638,21 +640,15 @@ pub fn tune(
     // scale on which folds that chose different candidates are pooled.
     let mut inner_good_scales: Vec<Vec<Option<MeanSpread>>> = Vec::new();
     let mut dropped = Vec::new();
-    let mut spent: Vec<(String, f64)> = Vec::new();
-    for family in fit_families(&params.candidates) {
+    let mut spent: Vec<FamilyCost> = Vec::new();
+    let families = fit_families(&params.candidates);
+    for (family_index, family) in families.iter().enumerate() {
         let first = &params.candidates[family[0]];
-        if let (Some(budget), false) = (params.budget_minutes, spent.is_empty()) {
-            let same: Vec<f64> = spent
-                .iter()
-                .filter(|(name, _)| name == first.scorer.name())
-                .map(|(_, s)| *s)
-                .collect();
-            let basis =
-                if same.is_empty() { spent.iter().map(|(_, s)| *s).collect() } else { same };
-            let estimate = basis.iter().sum::<f64>() / basis.len() as f64;
+        let estimate = estimate::family_seconds(first, &spent);
+        if let (Some(budget), Some(estimate)) = (params.budget_minutes, estimate) {
             let elapsed = started.elapsed().as_secs_f64();
             if elapsed + estimate > budget * 60.0 {
-                for &index in &family {
+                for &index in family {
                     dropped.push(format!(
                         "{} (estimated {:.0} s; {:.0} s of the {budget} min budget left)",
                         params.candidates[index].label(),
@@ -667,7 +663,7 @@ pub fn tune(
         let family_started = Instant::now();
         let variants: Vec<ScorerSpec> =
             family.iter().map(|&i| params.candidates[i].scorer.clone()).collect();
-        for &index in &family {
+        for &index in family {
             hooks.note(&format!(
                 "candidate {}/{count}: {}",
                 index + 1,
@@ -709,7 +705,7 @@ pub fn tune(
             // The inner CV gets only the outer training part's embeddings: it cannot see the
             // outer test images.
             let visible = embeddings.select(&training);
-            for &index in &family {
+            for &index in family {
                 hooks.seen(&Seen {
                     outer_fold: fold,
                     stage: Stage::InnerEvaluation,
@@ -767,13 +763,24 @@ pub fn tune(
             inner_good_scales.push(std::mem::take(&mut good_scales[v]));
         }
         let seconds = family_started.elapsed().as_secs_f64();
-        if spent.is_empty() {
-            hooks.note(&format!(
-                "first candidate took {seconds:.1} s; about {:.1} min for all {count}",
-                seconds * count as f64 / family.len() as f64 / 60.0
-            ));
+        let new_kind = measures_something_new(first, &spent);
+        spent.push(FamilyCost {
+            lead: first.clone(),
+            network_seconds,
+            fit_score_seconds: fits_started.elapsed().as_secs_f64(),
+        });
+        let left = &families[family_index + 1..];
+        if new_kind && !left.is_empty() {
+            let leads = left.iter().map(|f| &params.candidates[f[0]]);
+            if let Some(rest) = remaining_seconds(leads, &spent) {
+                hooks.note(&format!(
+                    "{} took {seconds:.1} s; about {:.1} min for the {} candidate(s) left",
+                    first.label(),
+                    rest / 60.0,
+                    left.iter().map(Vec::len).sum::<usize>()
+                ));
+            }
         }
-        spent.push((first.scorer.name().to_string(), seconds));
     }
     progress.finish();
     if !dropped.is_empty() {
