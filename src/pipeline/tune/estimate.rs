@@ -1,9 +1,9 @@
 //! Time estimates for tune's remaining candidates, from the families of candidates already run.
 //!
 //! A family's time is its network pass plus its fits and scoring, and the two scale differently:
-//! a knn family reads every position and pays a pass each time, a pooled family reads features
-//! the cache already holds once another pooled family has read the same input, and fits cost
-//! what the scorer and the feature width make them cost.
+//! the feature cache serves a family whose features an earlier family read (pooled features hold
+//! every level; patch features are cached per level set), and fits cost what the scorer and the
+//! feature width make them cost.
 
 use super::Candidate;
 use crate::features::EmbeddingKind;
@@ -21,14 +21,23 @@ impl FamilyCost {
         (&self.lead.backbone, self.lead.size, self.lead.aspect)
             == (&other.backbone, other.size, other.aspect)
     }
+
+    /// Whether this family read the features `other` reads, so the cache now holds them.
+    fn read_features_of(&self, other: &Candidate) -> bool {
+        let kind = other.scorer.embedding();
+        self.same_input(other)
+            && self.lead.scorer.embedding() == kind
+            && (kind == EmbeddingKind::Pooled || self.lead.levels == other.levels)
+    }
 }
 
 /// Seconds a family led by `next` should take, or `None` before any family has run.
 /// - Fits and scoring: the mean of earlier families with the same scorer and backbone, else with
 ///   the same scorer, else of all.
-/// - Network: none when `next` reads pooled features an earlier pooled family read (the cache
-///   serves them); otherwise the longest pass measured on the same input, else the same backbone,
-///   else any (a lower bound for a larger backbone).
+/// - Network: none when an earlier family read the features `next` reads (the cache serves
+///   them); otherwise the longest pass measured on the same input, else the same backbone, else
+///   any (a lower bound for a larger backbone). A pass measured on cached features is short,
+///   so the longest is the one that ran the network.
 pub(super) fn family_seconds(next: &Candidate, done: &[FamilyCost]) -> Option<f64> {
     if done.is_empty() {
         return None;
@@ -43,8 +52,7 @@ pub(super) fn family_seconds(next: &Candidate, done: &[FamilyCost]) -> Option<f6
     let fit_seconds = fits(&|d| d.lead.scorer.name() == scorer && d.lead.backbone == next.backbone)
         .or_else(|| fits(&|d| d.lead.scorer.name() == scorer))
         .or_else(|| fits(&|_| true))?;
-    let pooled = |c: &Candidate| c.scorer.embedding() == EmbeddingKind::Pooled;
-    let cached = pooled(next) && done.iter().any(|d| pooled(&d.lead) && d.same_input(next));
+    let cached = done.iter().any(|d| d.read_features_of(next));
     let longest_pass = |keep: &dyn Fn(&FamilyCost) -> bool| {
         done.iter().filter(|d| keep(d)).map(|d| d.network_seconds).reduce(f64::max)
     };
@@ -110,16 +118,19 @@ mod tests {
         ];
         // Another pooled family on the same input: the cache serves the features.
         assert_eq!(family_seconds(&lite0, &done), Some(1.0));
-        // knn reads positions: a pass each time, and knn's own fit cost.
+        // The same knn features again: cached; knn on other levels reads new patch features.
         let knn_lite0 = candidate("efficientnet_lite0", knn(), Aspect::Squash);
-        assert_eq!(family_seconds(&knn_lite0, &done), Some(240.0));
+        assert_eq!(family_seconds(&knn_lite0, &done), Some(200.0));
+        let mut knn_wider = knn_lite0.clone();
+        knn_wider.levels = Levels::new(vec![6, 7, 8]).unwrap();
+        assert_eq!(family_seconds(&knn_wider, &done), Some(240.0));
         // A kept aspect is a new input: the longest pass on that backbone.
         let keep = candidate("efficientnet_lite0", ScorerSpec::Gaussian, Aspect::Keep);
         assert_eq!(family_seconds(&keep, &done), Some(41.0));
         // Another backbone: the longest pass measured anywhere, the scorer's mean fit.
         let lite1 = candidate("efficientnet_lite1", knn(), Aspect::Squash);
         assert_eq!(family_seconds(&lite1, &done), Some(240.0));
-        assert_eq!(remaining_seconds([&lite0, &knn_lite0], &done), Some(241.0));
+        assert_eq!(remaining_seconds([&lite0, &knn_wider], &done), Some(241.0));
         assert!(!measures_something_new(&knn_lite0, &done));
         assert!(measures_something_new(&lite1, &done));
     }
