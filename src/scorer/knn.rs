@@ -477,5 +477,9 @@ mod tests {
         // images repeat rows with period 7), which depends on the BLAS's rounding.
         assert_eq!(loaded.bank_rows(), model.knn().unwrap().bank_rows());
         assert!((21..=24).contains(&loaded.bank_rows()), "{}", loaded.bank_rows());
+        // A loaded copy is equal but not shared: heatmap then searches it on its own.
+        let fitted = model.knn().unwrap();
+        assert!(fitted.is_shared_with(&fitted.share()));
+        assert!(!fitted.is_shared_with(loaded.knn().unwrap()));
     }
 }

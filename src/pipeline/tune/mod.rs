@@ -670,11 +670,9 @@ pub fn tune(
                 params.candidates[index].label()
             ));
         }
+        let numbers = family.iter().map(|i| (i + 1).to_string()).collect::<Vec<_>>().join(", ");
         if family.len() > 1 {
-            hooks.note(&format!(
-                "candidates {} share one fit and one search per fold",
-                family.iter().map(|i| (i + 1).to_string()).collect::<Vec<_>>().join(", ")
-            ));
+            hooks.note(&format!("candidates {numbers} share one fit and one search per fold"));
         }
         let embedder = Embedder::open(runtime, &first.features(), &first.scorer)?;
         let precision = embedder.primary().backbone.precision().to_string();
@@ -773,9 +771,10 @@ pub fn tune(
         if new_kind && !left.is_empty() {
             let leads = left.iter().map(|f| &params.candidates[f[0]]);
             if let Some(rest) = remaining_seconds(leads, &spent) {
+                let ran =
+                    if family.len() > 1 { format!("candidates {numbers}") } else { first.label() };
                 hooks.note(&format!(
-                    "{} took {seconds:.1} s; about {:.1} min for the {} candidate(s) left",
-                    first.label(),
+                    "{ran} took {seconds:.1} s; about {:.1} min for the {} candidate(s) left",
                     rest / 60.0,
                     left.iter().map(Vec::len).sum::<usize>()
                 ));
