@@ -2,8 +2,8 @@
 //!
 //! A family's time is its network pass plus its fits and scoring, and the two scale differently:
 //! the feature cache serves a family whose features an earlier family read (pooled features hold
-//! every level; patch features are cached per level set), and fits cost what the scorer and the
-//! feature width make them cost.
+//! every level, and a pass for patch features stores them too; patch features are cached per
+//! level set), and fits cost what the scorer and the feature width make them cost.
 
 use super::Candidate;
 use crate::features::EmbeddingKind;
@@ -22,12 +22,17 @@ impl FamilyCost {
             == (&other.backbone, other.size, other.aspect)
     }
 
-    /// Whether this family read the features `other` reads, so the cache now holds them.
+    /// Whether this family's pass left the features `other` reads in the cache.
     fn read_features_of(&self, other: &Candidate) -> bool {
-        let kind = other.scorer.embedding();
-        self.same_input(other)
-            && self.lead.scorer.embedding() == kind
-            && (kind == EmbeddingKind::Pooled || self.lead.levels == other.levels)
+        let (own, wanted) = (self.lead.scorer.embedding(), other.scorer.embedding());
+        let stored = match wanted {
+            EmbeddingKind::Pooled => {
+                matches!(own, EmbeddingKind::Pooled | EmbeddingKind::Patches)
+            }
+            EmbeddingKind::Patches => own == wanted && self.lead.levels == other.levels,
+            _ => false,
+        };
+        self.same_input(other) && stored
     }
 }
 
@@ -127,6 +132,14 @@ mod tests {
         // A kept aspect is a new input: the longest pass on that backbone.
         let keep = candidate("efficientnet_lite0", ScorerSpec::Gaussian, Aspect::Keep);
         assert_eq!(family_seconds(&keep, &done), Some(41.0));
+        // A knn pass on the kept input stores its pooled features too.
+        let knn_keep = FamilyCost {
+            lead: candidate("efficientnet_lite0", knn(), Aspect::Keep),
+            network_seconds: 60.0,
+            fit_score_seconds: 300.0,
+        };
+        let after_knn = [done.clone(), vec![knn_keep]].concat();
+        assert_eq!(family_seconds(&keep, &after_knn), Some(1.0));
         // Another backbone: the longest pass measured anywhere, the scorer's mean fit.
         let lite1 = candidate("efficientnet_lite1", knn(), Aspect::Squash);
         assert_eq!(family_seconds(&lite1, &done), Some(240.0));
