@@ -23,7 +23,7 @@ impl FamilyCost {
     }
 
     /// Whether this family's pass left the features `other` reads in the cache.
-    fn read_features_of(&self, other: &Candidate) -> bool {
+    fn left_features_for(&self, other: &Candidate) -> bool {
         let (own, wanted) = (self.lead.scorer.embedding(), other.scorer.embedding());
         let stored = match wanted {
             EmbeddingKind::Pooled => {
@@ -39,7 +39,7 @@ impl FamilyCost {
 /// Seconds a family led by `next` should take, or `None` before any family has run.
 /// - Fits and scoring: the mean of earlier families with the same scorer and backbone, else with
 ///   the same scorer, else of all.
-/// - Network: none when an earlier family read the features `next` reads (the cache serves
+/// - Network: none when an earlier family left the features `next` reads in the cache (it serves
 ///   them); otherwise the longest pass measured on the same input, else the same backbone, else
 ///   any (a lower bound for a larger backbone). A pass measured on cached features is short,
 ///   so the longest is the one that ran the network.
@@ -57,7 +57,7 @@ pub(super) fn family_seconds(next: &Candidate, done: &[FamilyCost]) -> Option<f6
     let fit_seconds = fits(&|d| d.lead.scorer.name() == scorer && d.lead.backbone == next.backbone)
         .or_else(|| fits(&|d| d.lead.scorer.name() == scorer))
         .or_else(|| fits(&|_| true))?;
-    let cached = done.iter().any(|d| d.read_features_of(next));
+    let cached = done.iter().any(|d| d.left_features_for(next));
     let longest_pass = |keep: &dyn Fn(&FamilyCost) -> bool| {
         done.iter().filter(|d| keep(d)).map(|d| d.network_seconds).reduce(f64::max)
     };
