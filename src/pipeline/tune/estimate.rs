@@ -22,6 +22,10 @@ impl FamilyCost {
             == (&other.backbone, other.size, other.aspect)
     }
 
+    fn same_scorer_on_backbone(&self, other: &Candidate) -> bool {
+        self.lead.scorer.name() == other.scorer.name() && self.lead.backbone == other.backbone
+    }
+
     /// Whether this family's pass left the features `other` reads in the cache.
     fn left_features_for(&self, other: &Candidate) -> bool {
         let (own, wanted) = (self.lead.scorer.embedding(), other.scorer.embedding());
@@ -53,9 +57,8 @@ pub(super) fn family_seconds(next: &Candidate, done: &[FamilyCost]) -> Option<f6
     let fits = |keep: &dyn Fn(&FamilyCost) -> bool| {
         mean(done.iter().filter(|d| keep(d)).map(|d| d.fit_score_seconds).collect())
     };
-    let scorer = next.scorer.name();
-    let fit_seconds = fits(&|d| d.lead.scorer.name() == scorer && d.lead.backbone == next.backbone)
-        .or_else(|| fits(&|d| d.lead.scorer.name() == scorer))
+    let fit_seconds = fits(&|d| d.same_scorer_on_backbone(next))
+        .or_else(|| fits(&|d| d.lead.scorer.name() == next.scorer.name()))
         .or_else(|| fits(&|_| true))?;
     let cached = done.iter().any(|d| d.left_features_for(next));
     let longest_pass = |keep: &dyn Fn(&FamilyCost) -> bool| {
@@ -83,9 +86,7 @@ pub(super) fn remaining_seconds<'a>(
 /// Whether a family led by `lead` is the first of its scorer on its backbone: after it, the
 /// estimate rests on a new kind of measurement.
 pub(super) fn measures_something_new(lead: &Candidate, done: &[FamilyCost]) -> bool {
-    !done
-        .iter()
-        .any(|d| d.lead.scorer.name() == lead.scorer.name() && d.lead.backbone == lead.backbone)
+    !done.iter().any(|d| d.same_scorer_on_backbone(lead))
 }
 
 #[cfg(test)]

@@ -738,7 +738,8 @@ pub fn tune(
         }
         // A family's members share their costs equally, so that the totals add up.
         let share = family.len() as f64;
-        let fit_score_seconds = fits_started.elapsed().as_secs_f64() / share;
+        let family_fit_score_seconds = fits_started.elapsed().as_secs_f64();
+        let fit_score_seconds = family_fit_score_seconds / share;
         let defined = |v: &[Option<f64>]| v.iter().flatten().copied().collect::<Vec<_>>();
         for (v, run) in runs.into_iter().enumerate() {
             let candidate = &params.candidates[family[v]];
@@ -765,7 +766,7 @@ pub fn tune(
         spent.push(FamilyCost {
             lead: first.clone(),
             network_seconds,
-            fit_score_seconds: fits_started.elapsed().as_secs_f64(),
+            fit_score_seconds: family_fit_score_seconds,
         });
         let left = &families[family_index + 1..];
         if new_kind && !left.is_empty() {
