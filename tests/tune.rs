@@ -338,19 +338,24 @@ fn synthetic_choice_is_said_and_fit_tuned_refits_exactly_the_choice() {
 #[test]
 fn budget_drops_candidates_and_names_them() {
     let ws = Workspace::with_images(20, 4, 4);
-    let stdout = ws
-        .anodet(&[
-            "tune",
-            "--data",
-            "data",
-            "--category",
-            "wood",
-            "--budget",
-            "0.0001",
-            "--out",
-            "t",
-        ])
-        .ok();
+    let run = ws.anodet(&[
+        "tune",
+        "--data",
+        "data",
+        "--category",
+        "wood",
+        "--budget",
+        "0.0001",
+        "--out",
+        "t",
+    ]);
+    let stdout = run.ok();
+    // The estimate comes before the first candidate, from the probe.
+    let stderr = run.stderr();
+    let estimate = stderr.find("inner folds: about ").expect(&stderr);
+    let first = stderr.find("candidate 1/").expect(&stderr);
+    assert!(estimate < first, "{stderr}");
+    assert!(stderr.contains("network ") && stderr.contains("probed in "), "{stderr}");
     assert!(stdout.contains("--budget dropped "), "{stdout}");
     assert!(stdout.contains("efficientnet_lite0 L6,7,8 gaussian"), "{stdout}");
     ws.anodet(&["tune", "--data", "data", "--category", "wood", "--budget", "0"])

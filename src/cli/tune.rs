@@ -49,8 +49,9 @@ pub struct TuneArgs {
     /// the nested figures (the outputs are the first seed's). Costs N times the fits.
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
-    /// Time budget in minutes: candidates whose estimated time (from those already run) no
-    /// longer fits are dropped, and named. E.g. --budget 15.
+    /// Time budget in minutes: candidates whose estimated time (from a probe before the first
+    /// candidate, calibrated by those already run) no longer fits are dropped, and named; the
+    /// first candidate always runs. E.g. --budget 15.
     #[arg(long, value_name = "MIN")]
     pub budget: Option<f64>,
     /// Below this many defective images, choose with synthetic defects painted onto held-out

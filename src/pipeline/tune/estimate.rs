@@ -1,92 +1,249 @@
-//! Time estimates for tune's remaining candidates, from the families of candidates already run.
+//! Time estimates for tune's candidates: before the first one runs, from a short probe (see
+//! [`super::probe`]) and a model of the work each family does; afterwards, the same model
+//! calibrated by what the families already run really took.
 //!
 //! A family's time is its network pass plus its fits and scoring, and the two scale differently:
 //! the feature cache serves a family whose features an earlier family read (pooled features hold
 //! every level, and a pass for patch features stores them too; patch features are cached per
-//! level set), and fits cost what the scorer and the feature width make them cost.
+//! level set), and fits cost what the scorer, the feature width and the number of images make
+//! them cost.
 
 use super::Candidate;
 use crate::features::EmbeddingKind;
+use crate::scorer::knn::CORESET_PART_ROWS;
+use crate::scorer::nearest::PROJECTION_DIMS;
+use crate::scorer::ScorerSpec;
 
-/// What one family of candidates (sharing one fit) cost, led by its first candidate.
+/// The features a scorer fits on, as far as its cost goes.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum FeatureShape {
+    /// Pooled vectors of these widths (one per level).
+    Pooled { widths: Vec<usize> },
+    /// Patch features: positions per image (a mean, for kept aspects) and values per position.
+    Patches { rows_per_image: f64, dim: usize, coreset: f64 },
+}
+
+impl FeatureShape {
+    /// Multiply-adds of one fit on `good` images: for the Gaussian the covariances and their
+    /// inverses, for knn the projection and the greedy coreset selection (part by part, as
+    /// [`crate::scorer::nearest::partitioned_coreset`] selects).
+    pub fn fit_work(&self, good: f64) -> f64 {
+        match self {
+            FeatureShape::Pooled { widths } => {
+                widths.iter().map(|&d| (d * d) as f64 * good + (d * d * d) as f64).sum()
+            }
+            FeatureShape::Patches { rows_per_image, dim, coreset } => {
+                // A whole bank is kept as it is.
+                if *coreset >= 1.0 {
+                    return 0.0;
+                }
+                let rows = rows_per_image * good;
+                let projection = rows * *dim as f64 * PROJECTION_DIMS as f64;
+                let selection = {
+                    let part = CORESET_PART_ROWS as f64;
+                    let whole_parts = (rows / part).floor();
+                    let rest = rows - whole_parts * part;
+                    let select = |r: f64| r * (r * coreset).ceil() * PROJECTION_DIMS as f64;
+                    if whole_parts >= 1.0 && rest < part / 2.0 {
+                        // The last part joins its predecessor.
+                        (whole_parts - 1.0) * select(part) + select(part + rest)
+                    } else {
+                        whole_parts * select(part) + select(rest)
+                    }
+                };
+                projection + selection
+            }
+        }
+    }
+
+    /// Multiply-adds of scoring `scored` images with a model fitted on `good` images: a quadratic
+    /// form per level, or each position's search through the bank.
+    pub fn score_work(&self, good: f64, scored: f64) -> f64 {
+        match self {
+            FeatureShape::Pooled { widths } => {
+                widths.iter().map(|&d| (d * d) as f64).sum::<f64>() * scored
+            }
+            FeatureShape::Patches { rows_per_image, dim, coreset } => {
+                let bank = (rows_per_image * good * coreset.min(1.0)).ceil();
+                rows_per_image * scored * bank * *dim as f64
+            }
+        }
+    }
+}
+
+/// The fits one family runs in tune: per fit, the good images it fits on and the images it
+/// scores; the plain CV's fits first.
+#[derive(Debug, Clone)]
+pub(super) struct FitPlan {
+    fits: Vec<(f64, f64)>,
+    plain: usize,
+}
+
+impl FitPlan {
+    /// Nested CV on `images` (`good` of them good): the plain CV (each fold fits on the other
+    /// folds' good images and scores them and its own images) and, per outer fold, the inner CV
+    /// on its training part (fits on the inner training part's good images, scores the inner
+    /// held-out images).
+    pub fn nested(images: usize, good: usize, folds: usize, inner_folds: usize) -> Self {
+        let (n, g) = (images as f64, good as f64);
+        let (k, m) = (folds as f64, inner_folds as f64);
+        let outer_good = g * (k - 1.0) / k;
+        let outer_images = n * (k - 1.0) / k;
+        let mut fits = vec![(outer_good, outer_good + n / k); folds];
+        let inner = (outer_good * (m - 1.0) / m, outer_images / m);
+        fits.extend(std::iter::repeat_n(inner, folds * inner_folds));
+        FitPlan { fits, plain: folds }
+    }
+
+    /// Seconds of the plain CV's fits and of the inner CVs' fits, at `speed`.
+    fn seconds(&self, shape: &FeatureShape, speed: ScorerSpeed) -> (f64, f64) {
+        let seconds = |fits: &[(f64, f64)]| {
+            fits.iter()
+                .map(|&(good, scored)| {
+                    shape.fit_work(good) / speed.fit_per_second
+                        + shape.score_work(good, scored) / speed.score_per_second
+                })
+                .sum::<f64>()
+        };
+        (seconds(&self.fits[..self.plain]), seconds(&self.fits[self.plain..]))
+    }
+}
+
+/// How fast one scorer fits and scores on this machine, in multiply-adds of its work model per
+/// second (timed on synthetic features by the probe).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ScorerSpeed {
+    pub fit_per_second: f64,
+    pub score_per_second: f64,
+}
+
+/// A family's expected costs before it runs, from the probe.
+#[derive(Debug, Clone)]
+pub(super) struct FamilyPrior {
+    pub lead: Candidate,
+    /// Seconds of the network pass over all images (cache reads where the probe found them
+    /// cached).
+    pub pass_seconds: f64,
+    pub fit_score_seconds: f64,
+    /// The plain CV's share of the fits' seconds (the rest is the inner CVs').
+    pub plain_share: f64,
+}
+
+impl FamilyPrior {
+    pub fn new(
+        lead: &Candidate,
+        shape: &FeatureShape,
+        seconds_per_image: f64,
+        images: usize,
+        plan: &FitPlan,
+        speed: ScorerSpeed,
+    ) -> Self {
+        let (plain, inner) = plan.seconds(shape, speed);
+        let total = plain + inner;
+        FamilyPrior {
+            lead: lead.clone(),
+            pass_seconds: seconds_per_image * images as f64,
+            fit_score_seconds: total,
+            plain_share: if total > 0.0 { plain / total } else { 0.5 },
+        }
+    }
+}
+
+/// Each family's expected seconds before anything has run, split into its network pass (none
+/// where an earlier family leaves its features in the cache) and its fits.
+pub(super) fn upfront(priors: &[FamilyPrior]) -> Vec<(f64, f64)> {
+    priors
+        .iter()
+        .enumerate()
+        .map(|(i, prior)| {
+            let served = priors[..i].iter().any(|p| leaves_features_for(&p.lead, &prior.lead));
+            (if served { 0.0 } else { prior.pass_seconds }, prior.fit_score_seconds)
+        })
+        .collect()
+}
+
+/// What one family of candidates (sharing one fit) cost, led by its first candidate, with what
+/// the probe expected of it.
 #[derive(Debug, Clone)]
 pub(super) struct FamilyCost {
     pub lead: Candidate,
     pub network_seconds: f64,
     pub fit_score_seconds: f64,
+    pub prior_fit_score_seconds: f64,
 }
 
-impl FamilyCost {
-    fn same_input(&self, other: &Candidate) -> bool {
-        (&self.lead.backbone, self.lead.size, self.lead.aspect)
-            == (&other.backbone, other.size, other.aspect)
-    }
-
-    fn same_scorer_on_backbone(&self, other: &Candidate) -> bool {
-        self.lead.scorer.name() == other.scorer.name() && self.lead.backbone == other.backbone
-    }
-
-    /// Whether this family's pass left the features `other` reads in the cache.
-    fn left_features_for(&self, other: &Candidate) -> bool {
-        let (own, wanted) = (self.lead.scorer.embedding(), other.scorer.embedding());
-        let stored = match wanted {
-            EmbeddingKind::Pooled => {
-                matches!(own, EmbeddingKind::Pooled | EmbeddingKind::Patches)
-            }
-            EmbeddingKind::Patches => own == wanted && self.lead.levels == other.levels,
-            _ => false,
-        };
-        self.same_input(other) && stored
-    }
+/// Whether a pass over `earlier`'s features left in the cache the features `later` reads.
+pub(super) fn leaves_features_for(earlier: &Candidate, later: &Candidate) -> bool {
+    let same_input = (&earlier.backbone, earlier.size, earlier.aspect)
+        == (&later.backbone, later.size, later.aspect);
+    let stored = match later.scorer.embedding() {
+        EmbeddingKind::Pooled => {
+            matches!(earlier.scorer.embedding(), EmbeddingKind::Pooled | EmbeddingKind::Patches)
+        }
+        EmbeddingKind::Patches => {
+            earlier.scorer.embedding() == EmbeddingKind::Patches && earlier.levels == later.levels
+        }
+        _ => false,
+    };
+    same_input && stored
 }
 
-/// Seconds a family led by `next` should take, or `None` before any family has run.
-/// - Fits and scoring: the mean of earlier families with the same scorer and backbone, else with
-///   the same scorer, else of all.
-/// - Network: none when an earlier family left the features `next` reads in the cache (it serves
-///   them); otherwise the longest pass measured on the same input, else the same backbone, else
-///   any (a lower bound for a larger backbone). A pass measured on cached features is short,
-///   so the longest is the one that ran the network.
-pub(super) fn family_seconds(next: &Candidate, done: &[FamilyCost]) -> Option<f64> {
-    if done.is_empty() {
-        return None;
-    }
-    let mean = |costs: Vec<f64>| {
-        (!costs.is_empty()).then(|| costs.iter().sum::<f64>() / costs.len() as f64)
-    };
-    let fits = |keep: &dyn Fn(&FamilyCost) -> bool| {
-        mean(done.iter().filter(|d| keep(d)).map(|d| d.fit_score_seconds).collect())
-    };
-    let fit_seconds = fits(&|d| d.same_scorer_on_backbone(next))
-        .or_else(|| fits(&|d| d.lead.scorer.name() == next.scorer.name()))
-        .or_else(|| fits(&|_| true))?;
-    let cached = done.iter().any(|d| d.left_features_for(next));
-    let longest_pass = |keep: &dyn Fn(&FamilyCost) -> bool| {
-        done.iter().filter(|d| keep(d)).map(|d| d.network_seconds).reduce(f64::max)
-    };
+fn same_scorer(a: &ScorerSpec, b: &ScorerSpec) -> bool {
+    a.name() == b.name()
+}
+
+/// Seconds a family should take, given the families run so far (`done`) and those that will
+/// have run before it without having run yet (`planned_before`):
+/// - network: none when an earlier family leaves the features it reads in the cache; otherwise
+///   the longest pass measured on the same input, else the probe's;
+/// - fits and scoring: the probe's model, scaled by how the measured families of the same scorer
+///   (on the same backbone where there are any) compared with the model.
+pub(super) fn family_seconds(
+    next: &FamilyPrior,
+    planned_before: &[&FamilyPrior],
+    done: &[FamilyCost],
+) -> f64 {
+    let lead = &next.lead;
+    let cached = done.iter().any(|d| leaves_features_for(&d.lead, lead))
+        || planned_before.iter().any(|p| leaves_features_for(&p.lead, lead));
     let network_seconds = if cached {
         0.0
     } else {
-        longest_pass(&|d| d.same_input(next))
-            .or_else(|| longest_pass(&|d| d.lead.backbone == next.backbone))
-            .or_else(|| longest_pass(&|_| true))
-            .unwrap_or(0.0)
+        let same_input = |d: &&FamilyCost| {
+            (&d.lead.backbone, d.lead.size, d.lead.aspect)
+                == (&lead.backbone, lead.size, lead.aspect)
+        };
+        done.iter()
+            .filter(same_input)
+            .map(|d| d.network_seconds)
+            .reduce(f64::max)
+            .unwrap_or(next.pass_seconds)
     };
-    Some(network_seconds + fit_seconds)
+    let ratio = |keep: &dyn Fn(&FamilyCost) -> bool| {
+        let (measured, expected) = done
+            .iter()
+            .filter(|d| keep(d) && d.prior_fit_score_seconds > 0.0)
+            .fold((0.0, 0.0), |(m, e), d| (m + d.fit_score_seconds, e + d.prior_fit_score_seconds));
+        (expected > 0.0).then(|| measured / expected)
+    };
+    let calibration =
+        ratio(&|d| same_scorer(&d.lead.scorer, &lead.scorer) && d.lead.backbone == lead.backbone)
+            .or_else(|| ratio(&|d| same_scorer(&d.lead.scorer, &lead.scorer)))
+            .unwrap_or(1.0);
+    network_seconds + next.fit_score_seconds * calibration
 }
 
-/// Seconds the families led by `leads` should take together, or `None` before any has run.
-pub(super) fn remaining_seconds<'a>(
-    leads: impl IntoIterator<Item = &'a Candidate>,
-    done: &[FamilyCost],
-) -> Option<f64> {
-    leads.into_iter().map(|lead| family_seconds(lead, done)).sum()
+/// Seconds the families of `priors` should take together, in that order, after `done`.
+pub(super) fn remaining_seconds(priors: &[&FamilyPrior], done: &[FamilyCost]) -> f64 {
+    (0..priors.len()).map(|i| family_seconds(priors[i], &priors[..i], done)).sum()
 }
 
 /// Whether a family led by `lead` is the first of its scorer on its backbone: after it, the
 /// estimate rests on a new kind of measurement.
 pub(super) fn measures_something_new(lead: &Candidate, done: &[FamilyCost]) -> bool {
-    !done.iter().any(|d| d.same_scorer_on_backbone(lead))
+    !done
+        .iter()
+        .any(|d| same_scorer(&d.lead.scorer, &lead.scorer) && d.lead.backbone == lead.backbone)
 }
 
 #[cfg(test)]
@@ -110,42 +267,98 @@ mod tests {
         ScorerSpec::Knn(KnnParams { coreset: 0.1, border: 1, seed: 0 })
     }
 
+    fn prior(lead: Candidate, pass_seconds: f64, fit_score_seconds: f64) -> FamilyPrior {
+        FamilyPrior { lead, pass_seconds, fit_score_seconds, plain_share: 0.5 }
+    }
+
+    fn cost(prior: &FamilyPrior, network_seconds: f64, fit_score_seconds: f64) -> FamilyCost {
+        FamilyCost {
+            lead: prior.lead.clone(),
+            network_seconds,
+            fit_score_seconds,
+            prior_fit_score_seconds: prior.fit_score_seconds,
+        }
+    }
+
     #[test]
-    fn estimates_follow_scorer_backbone_and_cached_input() {
-        let lite0 = candidate("efficientnet_lite0", ScorerSpec::Gaussian, Aspect::Squash);
-        assert_eq!(family_seconds(&lite0, &[]), None);
-        let done = vec![
-            FamilyCost { lead: lite0.clone(), network_seconds: 30.0, fit_score_seconds: 1.0 },
-            FamilyCost {
-                lead: candidate("efficientnet_lite0", knn(), Aspect::Squash),
-                network_seconds: 40.0,
-                fit_score_seconds: 200.0,
-            },
-        ];
-        // Another pooled family on the same input: the cache serves the features.
-        assert_eq!(family_seconds(&lite0, &done), Some(1.0));
-        // The same knn features again: cached; knn on other levels reads new patch features.
-        let knn_lite0 = candidate("efficientnet_lite0", knn(), Aspect::Squash);
-        assert_eq!(family_seconds(&knn_lite0, &done), Some(200.0));
+    fn knn_work_grows_with_the_bank_and_gaussian_work_with_the_width() {
+        let patches = FeatureShape::Patches { rows_per_image: 196.0, dim: 304, coreset: 0.1 };
+        // Search: every scored position against a bank of a tenth of the fitted positions.
+        let bank = (196.0f64 * 600.0 * 0.1).ceil();
+        assert_eq!(patches.score_work(600.0, 100.0), 196.0 * 100.0 * bank * 304.0);
+        // Selection within one part is quadratic in the rows; parts make it linear.
+        let small = patches.fit_work(300.0);
+        let double = patches.fit_work(600.0);
+        assert!(double > 3.5 * small && double < 4.1 * small, "{small} {double}");
+        let parts = patches.fit_work(6000.0) / patches.fit_work(3000.0);
+        assert!(parts > 1.5 && parts < 2.5, "{parts}");
+        let whole = FeatureShape::Patches { rows_per_image: 196.0, dim: 304, coreset: 1.0 };
+        assert_eq!(whole.fit_work(600.0), 0.0);
+        assert!(whole.score_work(600.0, 100.0) > 9.9 * patches.score_work(600.0, 100.0));
+        let l7 = FeatureShape::Pooled { widths: vec![192] };
+        let l5_9 = FeatureShape::Pooled { widths: vec![80, 112, 192, 320, 1280] };
+        assert!(l5_9.fit_work(600.0) > 100.0 * l7.fit_work(600.0));
+        // Nested CV with 3 × 3 folds: 3 plain fits and 9 inner ones.
+        let plan = FitPlan::nested(900, 600, 3, 3);
+        assert_eq!((plan.fits.len(), plan.plain), (12, 3));
+        assert_eq!(plan.fits[0], (400.0, 700.0));
+        assert_eq!(plan.fits[3], (400.0 * 2.0 / 3.0, 200.0));
+        // The plain CV scores about as many positions as all the inner CVs, against larger
+        // banks: most of knn's time.
+        let speed = ScorerSpeed { fit_per_second: 1e9, score_per_second: 1e9 };
+        let prior = FamilyPrior::new(
+            &candidate("efficientnet_lite0", knn(), Aspect::Squash),
+            &patches,
+            0.02,
+            900,
+            &plan,
+            speed,
+        );
+        assert_eq!(prior.pass_seconds, 18.0);
+        assert!(prior.plain_share > 0.55 && prior.plain_share < 0.8, "{}", prior.plain_share);
+    }
+
+    #[test]
+    fn estimates_follow_the_cache_and_calibrate_by_scorer_and_backbone() {
+        let gaussian =
+            prior(candidate("efficientnet_lite0", ScorerSpec::Gaussian, Aspect::Squash), 30.0, 2.0);
+        let knn_lite0 = prior(candidate("efficientnet_lite0", knn(), Aspect::Squash), 40.0, 100.0);
+        // Before anything runs: the probe's figures; the knn pass is new, the Gaussian's after a
+        // knn pass on the same input is not.
+        assert_eq!(family_seconds(&knn_lite0, &[&gaussian], &[]), 140.0);
+        assert_eq!(family_seconds(&gaussian, &[&knn_lite0], &[]), 2.0);
+        assert_eq!(remaining_seconds(&[&gaussian, &knn_lite0], &[]), 172.0);
+        let planned = [gaussian.clone(), knn_lite0.clone(), gaussian.clone()];
+        assert_eq!(upfront(&planned), vec![(30.0, 2.0), (40.0, 100.0), (0.0, 2.0)]);
+
+        // The Gaussian ran at twice its model's time: other Gaussians are scaled, knn is not, and
+        // its pass costs what the measured pass on the same input cost.
+        let done = vec![cost(&gaussian, 35.0, 4.0)];
+        let mut wider = gaussian.clone();
+        wider.lead.levels = Levels::new(vec![6, 7, 8]).unwrap();
+        wider.fit_score_seconds = 5.0;
+        assert_eq!(family_seconds(&wider, &[], &done), 10.0);
+        assert_eq!(family_seconds(&knn_lite0, &[], &done), 135.0);
+        // A kept aspect is a new input: the probe's pass for it.
+        let mut keep = gaussian.clone();
+        keep.lead.aspect = Aspect::Keep;
+        keep.pass_seconds = 50.0;
+        assert_eq!(family_seconds(&keep, &[], &done), 54.0);
+
+        // knn ran at half its model on lite0: lite1's knn is scaled so until one of its own runs.
+        let done = [done, vec![cost(&knn_lite0, 45.0, 50.0)]].concat();
+        let knn_lite1 = prior(candidate("efficientnet_lite1", knn(), Aspect::Squash), 60.0, 300.0);
+        assert_eq!(family_seconds(&knn_lite1, &[], &done), 210.0);
+        let lite1_done = [done.clone(), vec![cost(&knn_lite1, 60.0, 600.0)]].concat();
+        let mut knn_lite1_b = knn_lite1.clone();
+        knn_lite1_b.lead.levels = Levels::new(vec![6, 7, 8]).unwrap();
+        assert_eq!(family_seconds(&knn_lite1_b, &[], &lite1_done), 60.0 + 600.0);
+        // The same knn features again come from the cache; measured passes beat the probe's.
+        assert_eq!(family_seconds(&knn_lite0, &[], &done), 50.0);
         let mut knn_wider = knn_lite0.clone();
-        knn_wider.levels = Levels::new(vec![6, 7, 8]).unwrap();
-        assert_eq!(family_seconds(&knn_wider, &done), Some(240.0));
-        // A kept aspect is a new input: the longest pass on that backbone.
-        let keep = candidate("efficientnet_lite0", ScorerSpec::Gaussian, Aspect::Keep);
-        assert_eq!(family_seconds(&keep, &done), Some(41.0));
-        // A knn pass on the kept input stores its pooled features too.
-        let knn_keep = FamilyCost {
-            lead: candidate("efficientnet_lite0", knn(), Aspect::Keep),
-            network_seconds: 60.0,
-            fit_score_seconds: 300.0,
-        };
-        let after_knn = [done.clone(), vec![knn_keep]].concat();
-        assert_eq!(family_seconds(&keep, &after_knn), Some(1.0));
-        // Another backbone: the longest pass measured anywhere, the scorer's mean fit.
-        let lite1 = candidate("efficientnet_lite1", knn(), Aspect::Squash);
-        assert_eq!(family_seconds(&lite1, &done), Some(240.0));
-        assert_eq!(remaining_seconds([&lite0, &knn_wider], &done), Some(241.0));
-        assert!(!measures_something_new(&knn_lite0, &done));
-        assert!(measures_something_new(&lite1, &done));
+        knn_wider.lead.levels = Levels::new(vec![6, 7, 8]).unwrap();
+        assert_eq!(family_seconds(&knn_wider, &[], &done), 45.0 + 50.0);
+        assert!(!measures_something_new(&knn_lite0.lead, &done));
+        assert!(measures_something_new(&knn_lite1.lead, &done));
     }
 }

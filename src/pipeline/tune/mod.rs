@@ -16,11 +16,14 @@
 
 mod estimate;
 pub mod grid;
+mod probe;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use self::estimate::{measures_something_new, remaining_seconds, FamilyCost};
+use self::estimate::{
+    family_seconds, measures_something_new, remaining_seconds, upfront, FamilyCost, FitPlan,
+};
 use crate::backbone::Levels;
 use crate::data::defects::{paint_files, PaintedImage, SYNTHETIC_KINDS};
 use crate::data::image::{Aspect, InputSize};
@@ -626,13 +629,35 @@ pub fn tune(
     let outer = stratified_folds(&labels, params.folds, params.seed)?;
 
     let count = params.candidates.len();
+    let families = fit_families(&params.candidates);
+    let good = labels.iter().filter(|&&defective| !defective).count();
+    let plan = FitPlan::nested(n, good, params.folds, params.inner_folds);
+    let probed = probe::probe(runtime, &params.candidates, &families, &paths, &plan)?;
+    let planned = upfront(&probed.priors);
+    let (network, fits) = planned.iter().fold((0.0, 0.0), |(n, f), (net, fit)| (n + net, f + fit));
     hooks.note(&format!(
-        "{count} candidates ({}), {n} images, {} outer × {} inner folds; the time estimate \
-         follows the first candidate and is refined as each scorer and backbone is first timed",
-        params.grid_source, params.folds, params.inner_folds
+        "{count} candidates ({}), {n} images, {} outer × {} inner folds: about {:.1} min \
+         (network {:.1} min, fits and scoring {:.1} min; probed in {:.1} s), refined as each \
+         scorer and backbone is first timed",
+        params.grid_source,
+        params.folds,
+        params.inner_folds,
+        (network + fits) / 60.0,
+        network / 60.0,
+        fits / 60.0,
+        probed.seconds
     ));
-    let per_candidate = (1 + params.folds + params.folds * params.inner_folds) as u64;
-    progress.start(per_candidate * count as u64, "tuning");
+    // The progress bar counts estimated milliseconds, so that its ETA weighs a knn fold more
+    // than a Gaussian one.
+    let steps: Vec<ProgressSteps> = probed
+        .priors
+        .iter()
+        .zip(&planned)
+        .map(|(prior, &(network, fits))| {
+            ProgressSteps::new(network, fits, prior.plain_share, params.folds)
+        })
+        .collect();
+    progress.start(steps.iter().map(ProgressSteps::total).sum(), "tuning");
     let mut results: Vec<CandidateResult> = Vec::new();
     let mut plain: Vec<RunMetrics> = Vec::new();
     let mut inner_paths: Vec<Vec<Vec<PathBuf>>> = Vec::new();
@@ -641,11 +666,12 @@ pub fn tune(
     let mut inner_good_scales: Vec<Vec<Option<MeanSpread>>> = Vec::new();
     let mut dropped = Vec::new();
     let mut spent: Vec<FamilyCost> = Vec::new();
-    let families = fit_families(&params.candidates);
     for (family_index, family) in families.iter().enumerate() {
         let first = &params.candidates[family[0]];
-        let estimate = estimate::family_seconds(first, &spent);
-        if let (Some(budget), Some(estimate)) = (params.budget_minutes, estimate) {
+        let prior = &probed.priors[family_index];
+        let estimate = family_seconds(prior, &[], &spent);
+        // The first family always runs, so that there is a choice.
+        if let (Some(budget), false) = (params.budget_minutes, spent.is_empty()) {
             let elapsed = started.elapsed().as_secs_f64();
             if elapsed + estimate > budget * 60.0 {
                 for &index in family {
@@ -656,7 +682,7 @@ pub fn tune(
                         (budget * 60.0 - elapsed).max(0.0)
                     ));
                 }
-                progress.advance(per_candidate * family.len() as u64);
+                progress.advance(steps[family_index].total());
                 continue;
             }
         }
@@ -679,7 +705,7 @@ pub fn tune(
         let network_started = Instant::now();
         let (embeddings, _, _) = embedder.embed(&paths, OnBadImage::Stop, &Silent)?;
         let network_seconds = network_started.elapsed().as_secs_f64();
-        progress.advance(family.len() as u64);
+        progress.advance(steps[family_index].network);
         let fits_started = Instant::now();
         let all: Vec<usize> = (0..n).collect();
         let runs = cross_validate_variants(
@@ -692,7 +718,7 @@ pub fn tune(
             params.seed,
             true,
         )?;
-        progress.advance((params.folds * family.len()) as u64);
+        progress.advance(steps[family_index].plain);
         // Per variant, per outer fold.
         let mut inner_auc = vec![Vec::new(); family.len()];
         let mut inner_f1 = vec![Vec::new(); family.len()];
@@ -734,7 +760,7 @@ pub fn tune(
                 good_scales[v]
                     .push(MeanSpread::of(&good).filter(|m| m.std > 0.0 && m.std.is_finite()));
             }
-            progress.advance((params.inner_folds * family.len()) as u64);
+            progress.advance(steps[family_index].inner[fold]);
         }
         // A family's members share their costs equally, so that the totals add up.
         let share = family.len() as f64;
@@ -767,19 +793,22 @@ pub fn tune(
             lead: first.clone(),
             network_seconds,
             fit_score_seconds: family_fit_score_seconds,
+            prior_fit_score_seconds: prior.fit_score_seconds,
         });
         let left = &families[family_index + 1..];
         if new_kind && !left.is_empty() {
-            let leads = left.iter().map(|f| &params.candidates[f[0]]);
-            if let Some(rest) = remaining_seconds(leads, &spent) {
-                let ran =
-                    if family.len() > 1 { format!("candidates {numbers}") } else { first.label() };
-                hooks.note(&format!(
-                    "{ran} took {seconds:.1} s; about {:.1} min for the {} candidate(s) left",
-                    rest / 60.0,
-                    left.iter().map(Vec::len).sum::<usize>()
-                ));
-            }
+            let rest = remaining_seconds(
+                &probed.priors[family_index + 1..].iter().collect::<Vec<_>>(),
+                &spent,
+            );
+            let ran =
+                if family.len() > 1 { format!("candidates {numbers}") } else { first.label() };
+            hooks.note(&format!(
+                "{ran} took {seconds:.1} s (estimated {estimate:.1} s); about {:.1} min for the \
+                 {} candidate(s) left",
+                rest / 60.0,
+                left.iter().map(Vec::len).sum::<usize>()
+            ));
         }
     }
     progress.finish();
@@ -942,6 +971,30 @@ pub fn tune(
         repeat_auc: None,
         repeat_honest_f1: None,
     })
+}
+
+/// One family's progress steps, in estimated milliseconds (at least one each): its network
+/// pass, its plain CV and each outer fold's inner CV.
+struct ProgressSteps {
+    network: u64,
+    plain: u64,
+    inner: Vec<u64>,
+}
+
+impl ProgressSteps {
+    fn new(network_seconds: f64, fit_seconds: f64, plain_share: f64, folds: usize) -> Self {
+        let milliseconds = |seconds: f64| (seconds * 1000.0).round().max(1.0) as u64;
+        let inner_each = fit_seconds * (1.0 - plain_share) / folds as f64;
+        ProgressSteps {
+            network: milliseconds(network_seconds),
+            plain: milliseconds(fit_seconds * plain_share),
+            inner: vec![milliseconds(inner_each); folds],
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.network + self.plain + self.inner.iter().sum::<u64>()
+    }
 }
 
 /// Candidates grouped so that each group shares one embedding and one fit per fold: the same
