@@ -331,9 +331,16 @@ fn render(report: &TuneReport, out: &std::path::Path) -> Vec<String> {
         report.data_root.display(),
         out.display()
     ));
+    let timing = &report.timing;
     lines.push(format!(
-        "time {:.1} s: network {:.1} s, fits and scoring {:.1} s",
-        report.timing.seconds, report.timing.network_seconds, report.timing.fit_score_seconds
+        "time {:.1} s: estimate probe {:.1} s, network {:.1} s, fits and scoring {:.1} s \
+         (fits {:.1} s, scoring {:.1} s)",
+        timing.seconds,
+        timing.probe_seconds,
+        timing.network_seconds,
+        timing.fit_score_seconds,
+        timing.fit_seconds,
+        timing.score_seconds
     ));
     lines.push(format!("wrote {}", out.display()));
     lines

@@ -422,9 +422,17 @@ pub(crate) fn cross_validate(
     Ok(runs.remove(0))
 }
 
+/// Seconds a cross-validation spent fitting and scoring, summed over its folds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct FitScoreSeconds {
+    pub fit: f64,
+    pub score: f64,
+}
+
 /// [`cross_validate`] for several settings that share one fit ([`ScorerSpec::shares_fit`]):
 /// each fold fits once, with `variants[0]`, and scores every variant from that fit. One set of
-/// figures per variant, each exactly what `cross_validate` gives for that setting alone.
+/// figures per variant, each exactly what `cross_validate` gives for that setting alone. Adds
+/// the time its fits and its scoring took to `seconds`.
 #[allow(clippy::too_many_arguments)] // the CV's inputs, each used once
 pub(crate) fn cross_validate_variants(
     samples: &[&Sample],
@@ -432,9 +440,9 @@ pub(crate) fn cross_validate_variants(
     variants: &[ScorerSpec],
     images: &[usize],
     labels: &[bool],
-    folds: usize,
-    seed: u64,
+    (folds, seed): (usize, u64),
     score_training: bool,
+    seconds: &mut FitScoreSeconds,
 ) -> Result<Vec<RunMetrics>> {
     let Some(fitted_as) = variants.first() else {
         return Ok(Vec::new());
@@ -447,13 +455,17 @@ pub(crate) fn cross_validate_variants(
         score_training,
         variants.len(),
         |training, held_out| {
+            let started = Instant::now();
             let fitted = fitted_as.scorer()?.fit(&embeddings.select(training))?;
+            let fitted_at = Instant::now();
+            seconds.fit += (fitted_at - started).as_secs_f64();
             let in_sample = if score_training {
                 fitted.score_variants(&embeddings.select(training), variants)?
             } else {
                 vec![Vec::new(); variants.len()]
             };
             let held = fitted.score_variants(&embeddings.select(held_out), variants)?;
+            seconds.score += fitted_at.elapsed().as_secs_f64();
             Ok(in_sample.into_iter().zip(held).map(|(t, h)| [t, h]).collect())
         },
     )

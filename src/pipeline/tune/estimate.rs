@@ -95,6 +95,11 @@ impl FitPlan {
         FitPlan { fits, plain: folds }
     }
 
+    /// Good images of the largest fit.
+    pub fn largest_fit(&self) -> f64 {
+        self.fits.iter().map(|&(good, _)| good).fold(0.0, f64::max)
+    }
+
     /// Seconds of the plain CV's fits and of the inner CVs' fits, at `speed`.
     fn seconds(&self, shape: &FeatureShape, speed: ScorerSpeed) -> (f64, f64) {
         let seconds = |fits: &[(f64, f64)]| {

@@ -35,7 +35,8 @@ use crate::metrics::Confusion;
 pub use crate::model::TunedFrom;
 use crate::pipeline::embed::Embedder;
 use crate::pipeline::eval::{
-    cross_validate_variants, judge_folds, EvalReport, Protocol, RunMetrics, EVAL_FORMAT_VERSION,
+    cross_validate_variants, judge_folds, EvalReport, FitScoreSeconds, Protocol, RunMetrics,
+    EVAL_FORMAT_VERSION,
 };
 use crate::pipeline::Runtime;
 use crate::progress::{Progress, Silent};
@@ -347,8 +348,15 @@ pub struct SyntheticInfo {
 /// Where the time went.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Timing {
+    /// The probe for the up-front estimate.
+    pub probe_seconds: f64,
     pub network_seconds: f64,
+    /// The cross-validations' work: fits, scoring and judging the folds.
     pub fit_score_seconds: f64,
+    /// Of which fitting.
+    pub fit_seconds: f64,
+    /// Of which scoring.
+    pub score_seconds: f64,
     pub seconds: f64,
 }
 
@@ -440,9 +448,13 @@ pub fn tune_repeated(
         };
         let report = tune(&repeat, runtime, progress, hooks)?;
         all.push(summary(&report));
-        first.timing.seconds += report.timing.seconds;
-        first.timing.network_seconds += report.timing.network_seconds;
-        first.timing.fit_score_seconds += report.timing.fit_score_seconds;
+        let (total, more) = (&mut first.timing, report.timing);
+        total.seconds += more.seconds;
+        total.probe_seconds += more.probe_seconds;
+        total.network_seconds += more.network_seconds;
+        total.fit_score_seconds += more.fit_score_seconds;
+        total.fit_seconds += more.fit_seconds;
+        total.score_seconds += more.score_seconds;
     }
     let defined =
         |pick: fn(&Repeat) -> Option<f64>| -> Vec<f64> { all.iter().filter_map(pick).collect() };
@@ -666,6 +678,7 @@ pub fn tune(
     let mut inner_good_scales: Vec<Vec<Option<MeanSpread>>> = Vec::new();
     let mut dropped = Vec::new();
     let mut spent: Vec<FamilyCost> = Vec::new();
+    let mut stage_seconds = FitScoreSeconds::default();
     for (family_index, family) in families.iter().enumerate() {
         let first = &params.candidates[family[0]];
         let prior = &probed.priors[family_index];
@@ -714,9 +727,9 @@ pub fn tune(
             &variants,
             &all,
             &labels,
-            params.folds,
-            params.seed,
+            (params.folds, params.seed),
             true,
+            &mut stage_seconds,
         )?;
         progress.advance(steps[family_index].plain);
         // Per variant, per outer fold.
@@ -746,9 +759,9 @@ pub fn tune(
                 &variants,
                 &local,
                 &part_labels,
-                params.inner_folds,
-                params.seed,
+                (params.inner_folds, params.seed),
                 false,
+                &mut stage_seconds,
             )
             .map_err(|e| inner_error(e, fold))?;
             for (v, inner) in inner.into_iter().enumerate() {
@@ -963,8 +976,11 @@ pub fn tune(
         outer: pooled,
         images_seen: samples.iter().map(|s| (s.path.clone(), s.defect_type.clone())).collect(),
         timing: Timing {
+            probe_seconds: probed.seconds,
             network_seconds,
             fit_score_seconds,
+            fit_seconds: stage_seconds.fit,
+            score_seconds: stage_seconds.score,
             seconds: started.elapsed().as_secs_f64(),
         },
         repeats: Vec::new(),

@@ -25,12 +25,14 @@ use crate::progress::Silent;
 use crate::rng::Rng;
 use crate::scorer::ScorerSpec;
 
-/// Rows of synthetic patch features the knn probe fits on: enough that the greedy selection's
-/// per-round costs are small beside its products, as they are at real bank sizes.
+/// At most this many rows of synthetic patch features for the knn probe to fit on: enough that
+/// the greedy selection's per-round costs are small beside its products, as they are at real
+/// bank sizes. Smaller sets are probed at their own largest fit's size, so that the probe never
+/// costs more than one of their fits.
 const KNN_PROBE_FIT_ROWS: usize = 65_536;
-/// Rows the knn probe scores.
+/// At most this many rows for the knn probe to score.
 const KNN_PROBE_SCORED_ROWS: usize = 8_192;
-/// Images the Gaussian probe fits on and scores.
+/// At most this many images for the Gaussian probe to fit on and score.
 const GAUSSIAN_PROBE_IMAGES: usize = 256;
 
 /// What tune's families are expected to cost, and what finding out cost.
@@ -111,7 +113,9 @@ pub(super) fn probe(
             .filter(|(l, _)| l.scorer.name() == name)
             .max_by(|a, b| a.1 .0.fit_work(1.0).total_cmp(&b.1 .0.fit_work(1.0)))
             .expect("this lead is among them");
-        speeds.push((name, probe_scorer(&widest.scorer, &widest.levels, shape, *grid)?));
+        let largest_fit = plan.largest_fit().ceil().max(2.0) as usize;
+        speeds
+            .push((name, probe_scorer(&widest.scorer, &widest.levels, shape, *grid, largest_fit)?));
     }
     let priors = leads
         .iter()
@@ -197,12 +201,14 @@ fn shape_of(lead: &Candidate, sample: &PassSample) -> Result<(FeatureShape, (usi
     }
 }
 
-/// Fits and scores `scorer` on synthetic features of `shape`, timed.
+/// Fits and scores `scorer` on synthetic features of `shape`, timed, at most at the size of the
+/// tune's largest fit (`largest_fit` good images).
 fn probe_scorer(
     scorer: &ScorerSpec,
     levels: &Levels,
     shape: &FeatureShape,
     grid: (usize, usize),
+    largest_fit: usize,
 ) -> Result<ScorerSpeed> {
     let mut rng = Rng::new(0);
     let (fitted_on, scored, fit_images, scored_images) = match shape {
@@ -218,7 +224,7 @@ fn probe_scorer(
                     per_level,
                 }))
             };
-            let images = GAUSSIAN_PROBE_IMAGES;
+            let images = GAUSSIAN_PROBE_IMAGES.min(largest_fit);
             (set(images, &mut rng)?, set(images, &mut rng)?, images as f64, images as f64)
         }
         FeatureShape::Patches { dim, .. } => {
@@ -233,8 +239,9 @@ fn probe_scorer(
                 }
                 Ok((Embeddings::Patches(patches), images))
             };
-            let (fitted_on, fit_images) = set(KNN_PROBE_FIT_ROWS, &mut rng)?;
-            let (scored, scored_images) = set(KNN_PROBE_SCORED_ROWS, &mut rng)?;
+            let fit_rows = KNN_PROBE_FIT_ROWS.min(largest_fit * per_image);
+            let (fitted_on, fit_images) = set(fit_rows, &mut rng)?;
+            let (scored, scored_images) = set(KNN_PROBE_SCORED_ROWS.min(fit_rows), &mut rng)?;
             (fitted_on, scored, fit_images as f64, scored_images as f64)
         }
     };
