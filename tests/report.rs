@@ -232,3 +232,57 @@ fn maps_kept_from_the_evaluation_pass_equal_a_second_pass() {
         assert!(worst <= 1e-4 * scale, "kept-map overlay differs by {worst} (scale {scale})");
     }
 }
+
+#[test]
+fn a_knn_eval_keeps_the_bank_that_scored_each_fold_for_its_page() {
+    use anodet::features::FeatureSpec;
+    use anodet::pipeline::eval::{evaluate_keeping_inputs, EvalParams, Protocol, ReviewMaps};
+    use anodet::pipeline::Runtime;
+    use anodet::progress::Silent;
+    use anodet::scorer::{FittedScorer, KnnParams, ScorerSpec};
+    use anodet::threshold::QuantileThreshold;
+
+    let ws = Workspace::with_images(16, 4, 4);
+    let runtime = Runtime {
+        models_dir: common::models_dir(),
+        device: anodet::backbone::DeviceSpec::Cpu,
+        batch_size: Some(8),
+        cache_root: None,
+        precision: anodet::backbone::Precision::Auto,
+    };
+    let knn = KnnParams::default();
+    let params = EvalParams {
+        data_root: ws.path().join("data"),
+        category: "wood".into(),
+        features: FeatureSpec {
+            backbone: "efficientnet_lite0".into(),
+            levels: anodet::backbone::Levels::new(vec![6, 7]).unwrap(),
+            size: Some("96".parse().unwrap()),
+            aspect: anodet::data::image::Aspect::Squash,
+        },
+        scorer: ScorerSpec::Knn(knn.clone()),
+        protocol: Protocol::Cv,
+        folds: 3,
+        seed: 0,
+        repeats: 2,
+        fit_threshold: QuantileThreshold::default(),
+        grid: None,
+    };
+    let (report, inputs) = evaluate_keeping_inputs(&params, &runtime, &Silent).unwrap();
+    let ReviewMaps::Knn { patches, fold_banks, .. } = &inputs.maps_from else {
+        panic!("a knn eval's page maps with knn");
+    };
+    // The first run's folds only (the page shows the first seed), in fold order: each the bank a
+    // refit on that fold's good training images gives.
+    assert_eq!(fold_banks.len(), 3);
+    let run = &report.runs[0];
+    let probe = patches.select(&[0, 5, 20]);
+    for (fold, bank) in fold_banks.iter().enumerate() {
+        let training: Vec<usize> = (0..run.samples.len())
+            .filter(|&i| run.samples[i].fold != Some(fold) && !run.samples[i].defective)
+            .collect();
+        let refit = knn.fit_patches(patches.select(&training).patches().unwrap()).unwrap();
+        assert_eq!(bank.bank_rows(), refit.bank_rows());
+        assert_eq!(bank.score(&probe).unwrap(), refit.score(&probe).unwrap());
+    }
+}

@@ -29,7 +29,7 @@ use crate::metrics::{best_f1_threshold, roc_auc, roc_curve, Confusion, RocPoint,
 use crate::pipeline::embed::Embedder;
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
-use crate::scorer::{KnnParams, ScorerSpec};
+use crate::scorer::{KnnModel, KnnParams, ScorerSpec};
 use crate::threshold::QuantileThreshold;
 
 /// Version of `metrics.json`.
@@ -210,8 +210,9 @@ pub enum ReviewMaps {
     /// with `features`), else from a second pass.
     Pooled { features: FeatureSet, maps: LevelMaps },
     /// A knn run's patch features: maps are its own position scores under each fold's memory
-    /// bank (refitted with the same seed, so the same bank that scored the fold).
-    Knn { params: KnnParams, patches: Embeddings },
+    /// bank: the banks that scored the folds, kept in fold order (`fold_banks`), else refitted
+    /// with the same seed (the same bank).
+    Knn { params: KnnParams, patches: Embeddings, fold_banks: Vec<KnnModel> },
 }
 
 /// The level whose map the review page shows: the evaluation's last (highest) level.
@@ -310,6 +311,9 @@ fn run_evaluation(
     let judged_images: Vec<usize> = (fit_samples.len()..paths.len()).collect();
 
     let gaussian = GaussianParams::new();
+    // The review page maps the first run's images with the banks that scored them.
+    let keep_banks = keep_inputs && matches!(params.scorer, ScorerSpec::Knn(_));
+    let mut fold_banks: Vec<KnnModel> = Vec::new();
     let runs = match params.protocol {
         Protocol::Cv => (0..params.repeats)
             .map(|r| {
@@ -322,17 +326,18 @@ fn run_evaluation(
                     params.seed + r as u64,
                     &gaussian,
                     true,
+                    (keep_banks && r == 0).then_some(&mut fold_banks),
                 )
             })
             .collect::<Result<Vec<_>>>()?,
         Protocol::Mvtec => vec![fixed_split(
             &judged,
             &scorer,
-            &fit_images,
-            &judged_images,
+            (&fit_images, &judged_images),
             &labels,
             params,
             &gaussian,
+            keep_banks.then_some(&mut fold_banks),
         )?],
     };
     let spread = if runs.len() > 1 { spreads(&runs) } else { BTreeMap::new() };
@@ -369,7 +374,7 @@ fn run_evaluation(
         (
             Scorer::Embedded { embeddings: patches @ Embeddings::Patches(_), .. },
             ScorerSpec::Knn(knn),
-        ) => ReviewMaps::Knn { params: knn.clone(), patches },
+        ) => ReviewMaps::Knn { params: knn.clone(), patches, fold_banks },
         (Scorer::Embedded { embeddings: Embeddings::Pooled(features), .. }, _) => {
             ReviewMaps::Pooled { features, maps: kept_maps }
         }
@@ -392,6 +397,7 @@ fn run_evaluation(
 /// Out-of-fold scores and figures. With `score_training` each fold also scores its own
 /// training images (in-sample, for the strip plot); an inner CV that only ranks skips them, as
 /// they cost as much as the held-out scores.
+/// With `banks`, a knn scorer's fold banks are kept there, in fold order.
 #[allow(clippy::too_many_arguments)] // the CV's inputs, each used once
 pub(crate) fn cross_validate(
     samples: &[&Sample],
@@ -402,6 +408,7 @@ pub(crate) fn cross_validate(
     seed: u64,
     gaussian: &GaussianParams,
     score_training: bool,
+    mut banks: Option<&mut Vec<KnnModel>>,
 ) -> Result<RunMetrics> {
     let mut runs = cross_validate_each(
         samples,
@@ -411,10 +418,11 @@ pub(crate) fn cross_validate(
         score_training,
         1,
         |training, held_out| {
+            let banks = banks.as_deref_mut();
             Ok(vec![if score_training {
-                scorer.fit_score(training, [training, held_out], gaussian)?
+                scorer.fit_score_keeping(training, [training, held_out], gaussian, banks)?
             } else {
-                let [held] = scorer.fit_score(training, [held_out], gaussian)?;
+                let [held] = scorer.fit_score_keeping(training, [held_out], gaussian, banks)?;
                 [Vec::new(), held]
             }])
         },
@@ -573,17 +581,17 @@ pub(crate) fn judge_folds(
 fn fixed_split(
     samples: &[&Sample],
     scorer: &Scorer,
-    fit_images: &[usize],
-    judged_images: &[usize],
+    (fit_images, judged_images): (&[usize], &[usize]),
     labels: &[bool],
     params: &EvalParams,
     gaussian: &GaussianParams,
+    banks: Option<&mut Vec<KnnModel>>,
 ) -> Result<RunMetrics> {
     if fit_images.len() < 2 {
         return Err(fold_too_small(0, fit_images.len()));
     }
     let [training_scores, scores] =
-        scorer.fit_score(fit_images, [fit_images, judged_images], gaussian)?;
+        scorer.fit_score_keeping(fit_images, [fit_images, judged_images], gaussian, banks)?;
     let (_, label_free) =
         params.fit_threshold.choose_with(fit_images.len(), |training, held_out| {
             let pick = |local: &[usize]| local.iter().map(|&i| fit_images[i]).collect::<Vec<_>>();
@@ -647,12 +655,27 @@ impl Scorer {
         targets: [&[usize]; N],
         gaussian: &GaussianParams,
     ) -> Result<[Vec<f64>; N]> {
+        self.fit_score_keeping(training, targets, gaussian, None)
+    }
+
+    /// [`Scorer::fit_score`], also pushing the fitted memory bank onto `banks` for a knn scorer
+    /// (the review page maps each fold's images with the bank that scored them).
+    pub(crate) fn fit_score_keeping<const N: usize>(
+        &self,
+        training: &[usize],
+        targets: [&[usize]; N],
+        gaussian: &GaussianParams,
+        banks: Option<&mut Vec<KnnModel>>,
+    ) -> Result<[Vec<f64>; N]> {
         let mut out: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
         match self {
             Scorer::Embedded { embeddings, spec } => {
                 let fitted = spec.scorer()?.fit(&embeddings.select(training))?;
                 for (slot, images) in out.iter_mut().zip(targets) {
                     *slot = fitted.score(&embeddings.select(images))?;
+                }
+                if let (Some(banks), Some(knn)) = (banks, fitted.knn()) {
+                    banks.push(knn.share());
                 }
             }
             Scorer::Cells { features, cells } => {

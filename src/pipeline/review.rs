@@ -30,7 +30,7 @@ use crate::report::eval_page::{self, EvalPictures, OverlayScale};
 use crate::report::html::{self, Block, Column, Figure, ImageRow, ImageTable, Page, Section};
 use crate::report::tune_page::tune_page;
 use crate::report::{clock, overlay, pictures};
-use crate::scorer::{FittedScorer, KnnParams};
+use crate::scorer::{FittedScorer, KnnModel, KnnParams};
 use crate::threshold::quantile;
 
 /// The page's file name.
@@ -190,13 +190,14 @@ fn fold_members(
         .collect()
 }
 
-/// Knn maps of the mapped images, each under the memory bank of the fold that scored it
-/// (refitted on that fold's good images with the run's settings and seed: the same bank), from
-/// the run's patch features, smoothed and resized to each image like `heatmap`'s maps.
+/// Knn maps of the mapped images, each under the memory bank of the fold that scored it (kept
+/// from the evaluation in `fold_banks`, else refitted on that fold's good images with the run's
+/// settings and seed: the same bank), from the run's patch features, smoothed and resized to
+/// each image like `heatmap`'s maps.
 fn knn_fold_maps(
     report: &EvalReport,
     run: &RunMetrics,
-    params: &KnnParams,
+    (params, fold_banks): (&KnnParams, &[KnnModel]),
     patches: &Embeddings,
     mapped: &BTreeSet<usize>,
     decoded: &HashMap<usize, DecodedImage>,
@@ -210,7 +211,10 @@ fn knn_fold_maps(
         if members.is_empty() {
             continue;
         }
-        let model = params.fit_patches(patches.select(&rows).patches()?)?;
+        let model = match fold_banks.get(fold) {
+            Some(bank) => bank.share(),
+            None => params.fit_patches(patches.select(&rows).patches()?)?,
+        };
         let rows: Vec<usize> = members.iter().map(|&i| offset + i).collect();
         let position_maps = model
             .maps(&patches.select(&rows))?
@@ -354,8 +358,16 @@ pub fn write_eval_review(
         // Maps, each by the model of the fold that scored the image.
         let level = map_level(report)?;
         let (maps, method, map_level, described) = match &inputs.maps_from {
-            ReviewMaps::Knn { params, patches } => (
-                knn_fold_maps(report, run, params, patches, &mapped, &decoded, progress)?,
+            ReviewMaps::Knn { params, patches, fold_banks } => (
+                knn_fold_maps(
+                    report,
+                    run,
+                    (params, fold_banks),
+                    patches,
+                    &mapped,
+                    &decoded,
+                    progress,
+                )?,
                 Method::Knn,
                 None,
                 format!("knn position scores (levels {})", report.levels),
