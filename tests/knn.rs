@@ -5,26 +5,14 @@ mod common;
 
 use std::fs;
 
-use anodet::backbone::DeviceSpec;
 use anodet::features::OnBadImage;
 use anodet::features::{EmbeddingKind, FeatureSpec};
 use anodet::model::RunModel;
 use anodet::pipeline::fit::{fit, FitParams};
-use anodet::pipeline::Runtime;
 use anodet::progress::Silent;
 use anodet::scorer::{KnnParams, ScorerSpec};
 use anodet::threshold::QuantileThreshold;
 use common::Workspace;
-
-fn runtime() -> Runtime {
-    Runtime {
-        models_dir: common::models_dir(),
-        device: DeviceSpec::Cpu,
-        batch_size: Some(8),
-        cache_root: None,
-        precision: anodet::backbone::Precision::Auto,
-    }
-}
 
 #[test]
 fn a_knn_run_survives_save_and_load_and_scores_identically() {
@@ -46,7 +34,7 @@ fn a_knn_run_survives_save_and_load_and_scores_identically() {
         runs_root: ws.path().join("runs"),
         tuned: None,
     };
-    let runtime = runtime();
+    let runtime = common::cpu_runtime(8);
     let report = fit(&params, &runtime, &Silent).unwrap();
     assert_eq!(report.scorer, spec);
     // 16 good images × a 4×4 grid at 64 px, a quarter kept.

@@ -180,17 +180,10 @@ fn maps_kept_from_the_evaluation_pass_equal_a_second_pass() {
     use anodet::gaussian::GaussianParams;
     use anodet::pipeline::heatmap::DecodedImage;
     use anodet::pipeline::review::{overlay_maps, overlay_maps_from_kept, FoldModel};
-    use anodet::pipeline::Runtime;
     use anodet::progress::Silent;
 
     let ws = Workspace::with_images(12, 2, 2);
-    let runtime = Runtime {
-        models_dir: common::models_dir(),
-        device: anodet::backbone::DeviceSpec::Cpu,
-        batch_size: Some(5),
-        cache_root: None,
-        precision: anodet::backbone::Precision::Auto,
-    };
+    let runtime = common::cpu_runtime(5);
     let spec = FeatureSpec {
         backbone: "efficientnet_lite0".into(),
         levels: anodet::backbone::Levels::new(vec![6, 7]).unwrap(),
@@ -237,19 +230,12 @@ fn maps_kept_from_the_evaluation_pass_equal_a_second_pass() {
 fn a_knn_eval_keeps_the_bank_that_scored_each_fold_for_its_page() {
     use anodet::features::FeatureSpec;
     use anodet::pipeline::eval::{evaluate_keeping_inputs, EvalParams, Protocol, ReviewMaps};
-    use anodet::pipeline::Runtime;
     use anodet::progress::Silent;
     use anodet::scorer::{FittedScorer, KnnParams, ScorerSpec};
     use anodet::threshold::QuantileThreshold;
 
     let ws = Workspace::with_images(16, 4, 4);
-    let runtime = Runtime {
-        models_dir: common::models_dir(),
-        device: anodet::backbone::DeviceSpec::Cpu,
-        batch_size: Some(8),
-        cache_root: None,
-        precision: anodet::backbone::Precision::Auto,
-    };
+    let runtime = common::cpu_runtime(8);
     let knn = KnnParams::default();
     let params = EvalParams {
         data_root: ws.path().join("data"),

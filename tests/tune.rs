@@ -7,14 +7,13 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use anodet::backbone::{DeviceSpec, Levels, Precision};
+use anodet::backbone::Levels;
 use anodet::data::image::Aspect;
 use anodet::data::split::stratified_folds;
 use anodet::pipeline::tune::{tune, Candidate, Seen, Stage, TuneHooks, TuneParams};
-use anodet::pipeline::Runtime;
 use anodet::progress::Silent;
 use anodet::scorer::{KnnParams, ScorerSpec};
-use common::{models_dir, Workspace};
+use common::Workspace;
 
 #[derive(Default)]
 struct Recorder(Mutex<Vec<Seen>>);
@@ -55,13 +54,7 @@ fn no_outer_test_image_reaches_an_inner_fit_or_ranking() {
         synthetic: true,
         synthetic_dir: ws.path().join("synthetic"),
     };
-    let runtime = Runtime {
-        models_dir: models_dir(),
-        device: DeviceSpec::Cpu,
-        batch_size: Some(16),
-        cache_root: None,
-        precision: Precision::Auto,
-    };
+    let runtime = common::cpu_runtime(16);
     let recorder = Recorder::default();
     let report = tune(&params, &runtime, &Silent, &recorder).unwrap();
     assert!(report.synthetic.is_none());

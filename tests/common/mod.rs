@@ -17,6 +17,17 @@ pub fn models_dir() -> PathBuf {
     dir
 }
 
+/// A CPU runtime on the project's models, without a feature cache, `batch_size` images a pass.
+pub fn cpu_runtime(batch_size: usize) -> anodet::pipeline::Runtime {
+    anodet::pipeline::Runtime {
+        models_dir: models_dir(),
+        device: anodet::backbone::DeviceSpec::Cpu,
+        batch_size: Some(batch_size),
+        cache_root: None,
+        precision: anodet::backbone::Precision::Auto,
+    }
+}
+
 /// A temporary workspace with `data/wood` (small, 96 px) generated in it.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
