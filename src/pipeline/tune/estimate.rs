@@ -157,14 +157,8 @@ impl FamilyPrior {
 /// Each family's expected seconds before anything has run, split into its network pass (none
 /// where an earlier family leaves its features in the cache) and its fits.
 pub(super) fn upfront(priors: &[FamilyPrior]) -> Vec<(f64, f64)> {
-    priors
-        .iter()
-        .enumerate()
-        .map(|(i, prior)| {
-            let served = priors[..i].iter().any(|p| leaves_features_for(&p.lead, &prior.lead));
-            (if served { 0.0 } else { prior.pass_seconds }, prior.fit_score_seconds)
-        })
-        .collect()
+    let planned: Vec<&FamilyPrior> = priors.iter().collect();
+    (0..planned.len()).map(|i| family_split(planned[i], &planned[..i], &[])).collect()
 }
 
 /// What one family of candidates (sharing one fit) cost, led by its first candidate, with what
@@ -197,17 +191,31 @@ fn same_scorer(a: &ScorerSpec, b: &ScorerSpec) -> bool {
     a.name() == b.name()
 }
 
+fn same_scorer_on_backbone(a: &Candidate, b: &Candidate) -> bool {
+    same_scorer(&a.scorer, &b.scorer) && a.backbone == b.backbone
+}
+
 /// Seconds a family should take, given the families run so far (`done`) and those that will
-/// have run before it without having run yet (`planned_before`):
-/// - network: none when an earlier family leaves the features it reads in the cache; otherwise
-///   the longest pass measured on the same input, else the probe's;
-/// - fits and scoring: the probe's model, scaled by how the measured families of the same scorer
-///   (on the same backbone where there are any) compared with the model.
+/// have run before it without having run yet (`planned_before`); see [`family_split`].
 pub(super) fn family_seconds(
     next: &FamilyPrior,
     planned_before: &[&FamilyPrior],
     done: &[FamilyCost],
 ) -> f64 {
+    let (network, fits) = family_split(next, planned_before, done);
+    network + fits
+}
+
+/// [`family_seconds`], split into the network pass and the fits and scoring:
+/// - network: none when an earlier family leaves the features it reads in the cache; otherwise
+///   the longest pass measured on the same input, else the probe's;
+/// - fits and scoring: the probe's model, scaled by how the measured families of the same scorer
+///   (on the same backbone where there are any) compared with the model.
+fn family_split(
+    next: &FamilyPrior,
+    planned_before: &[&FamilyPrior],
+    done: &[FamilyCost],
+) -> (f64, f64) {
     let lead = &next.lead;
     let cached = done.iter().any(|d| leaves_features_for(&d.lead, lead))
         || planned_before.iter().any(|p| leaves_features_for(&p.lead, lead));
@@ -231,11 +239,10 @@ pub(super) fn family_seconds(
             .fold((0.0, 0.0), |(m, e), d| (m + d.fit_score_seconds, e + d.prior_fit_score_seconds));
         (expected > 0.0).then(|| measured / expected)
     };
-    let calibration =
-        ratio(&|d| same_scorer(&d.lead.scorer, &lead.scorer) && d.lead.backbone == lead.backbone)
-            .or_else(|| ratio(&|d| same_scorer(&d.lead.scorer, &lead.scorer)))
-            .unwrap_or(1.0);
-    network_seconds + next.fit_score_seconds * calibration
+    let calibration = ratio(&|d| same_scorer_on_backbone(&d.lead, lead))
+        .or_else(|| ratio(&|d| same_scorer(&d.lead.scorer, &lead.scorer)))
+        .unwrap_or(1.0);
+    (network_seconds, next.fit_score_seconds * calibration)
 }
 
 /// Seconds the families of `priors` should take together, in that order, after `done`.
@@ -246,9 +253,7 @@ pub(super) fn remaining_seconds(priors: &[&FamilyPrior], done: &[FamilyCost]) ->
 /// Whether a family led by `lead` is the first of its scorer on its backbone: after it, the
 /// estimate rests on a new kind of measurement.
 pub(super) fn measures_something_new(lead: &Candidate, done: &[FamilyCost]) -> bool {
-    !done
-        .iter()
-        .any(|d| same_scorer(&d.lead.scorer, &lead.scorer) && d.lead.backbone == lead.backbone)
+    !done.iter().any(|d| same_scorer_on_backbone(&d.lead, lead))
 }
 
 #[cfg(test)]

@@ -83,22 +83,27 @@ pub(super) fn probe(
 ) -> Result<Probed> {
     let started = Instant::now();
     let leads: Vec<&Candidate> = families.iter().map(|f| &candidates[f[0]]).collect();
+    // Each distinct pass probed once; `pass_of[i]` is lead `i`'s.
     let mut passes: Vec<(PassKey, PassSample)> = Vec::new();
+    let mut pass_of = Vec::with_capacity(leads.len());
     for lead in &leads {
         let key = PassKey::of(lead);
-        if !passes.iter().any(|(k, _)| *k == key) {
-            let sample = probe_pass(runtime, lead, &key, &leads, paths)?;
-            passes.push((key, sample));
-        }
+        let index = match passes.iter().position(|(k, _)| *k == key) {
+            Some(index) => index,
+            None => {
+                let sample = probe_pass(runtime, lead, &key, &leads, paths)?;
+                passes.push((key, sample));
+                passes.len() - 1
+            }
+        };
+        pass_of.push(index);
     }
     let shapes: Vec<(FeatureShape, (usize, usize))> = leads
         .iter()
-        .map(|lead| {
-            let key = PassKey::of(lead);
-            let (_, sample) = passes.iter().find(|(k, _)| *k == key).expect("probed above");
-            shape_of(lead, sample)
-        })
+        .zip(&pass_of)
+        .map(|(lead, &pass)| shape_of(lead, &passes[pass].1))
         .collect::<Result<_>>()?;
+    let largest_fit = plan.largest_fit().ceil().max(2.0) as usize;
     let mut speeds: Vec<(&'static str, ScorerSpeed)> = Vec::new();
     for lead in &leads {
         let name = lead.scorer.name();
@@ -113,19 +118,18 @@ pub(super) fn probe(
             .filter(|(l, _)| l.scorer.name() == name)
             .max_by(|a, b| a.1 .0.fit_work(1.0).total_cmp(&b.1 .0.fit_work(1.0)))
             .expect("this lead is among them");
-        let largest_fit = plan.largest_fit().ceil().max(2.0) as usize;
         speeds
             .push((name, probe_scorer(&widest.scorer, &widest.levels, shape, *grid, largest_fit)?));
     }
     let priors = leads
         .iter()
         .zip(&shapes)
-        .map(|(lead, (shape, _))| {
-            let key = PassKey::of(lead);
-            let (_, sample) = passes.iter().find(|(k, _)| *k == key).expect("probed above");
+        .zip(&pass_of)
+        .map(|((lead, (shape, _)), &pass)| {
             let (_, speed) =
                 speeds.iter().find(|(n, _)| *n == lead.scorer.name()).expect("probed above");
-            FamilyPrior::new(lead, shape, sample.seconds_per_image, paths.len(), plan, *speed)
+            let seconds_per_image = passes[pass].1.seconds_per_image;
+            FamilyPrior::new(lead, shape, seconds_per_image, paths.len(), plan, *speed)
         })
         .collect();
     Ok(Probed { priors, seconds: started.elapsed().as_secs_f64() })
