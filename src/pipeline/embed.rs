@@ -12,7 +12,7 @@ use crate::features::{EmbeddingKind, Embeddings, FeatureSpec, LevelMaps, OnBadIm
 use crate::model::{BackboneRef, MemberRecord, RunModel};
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
-use crate::scorer::ScorerSpec;
+use crate::scorer::{MemberSpec, ScorerSpec};
 
 /// A backbone opened once, with its preprocessing.
 pub struct Opened {
@@ -40,36 +40,21 @@ pub struct Embedder<'r> {
 impl<'r> Embedder<'r> {
     /// Opens what `scorer` reads with the features of `spec` (fit, eval).
     pub fn open(runtime: &'r Runtime, spec: &FeatureSpec, scorer: &ScorerSpec) -> Result<Self> {
-        let mut embedder =
-            Embedder { runtime, networks: Vec::new(), parts: Vec::new(), ensemble: false };
         let (backbone, preprocess) = runtime.open_backbone(spec)?;
-        embedder.networks.push(Opened { backbone, preprocess });
-        match scorer {
-            ScorerSpec::Ensemble(params) => {
-                embedder.ensemble = true;
-                for member in &params.members {
-                    let network = embedder.network_for(&member.backbone, |name| {
-                        runtime.open_backbone(&FeatureSpec {
-                            backbone: name.to_string(),
-                            levels: member.levels.clone(),
-                            size: spec.size,
-                            aspect: spec.aspect,
-                        })
-                    })?;
-                    embedder.parts.push(Part {
-                        network,
-                        levels: member.levels.clone(),
-                        kind: member.scorer.embedding(),
-                    });
-                }
-            }
-            other => embedder.parts.push(Part {
-                network: 0,
-                levels: spec.levels.clone(),
-                kind: other.embedding(),
-            }),
-        }
-        Ok(embedder)
+        Embedder::assemble(
+            runtime,
+            Opened { backbone, preprocess },
+            scorer,
+            &spec.levels,
+            |_, member, name| {
+                runtime.open_backbone(&FeatureSpec {
+                    backbone: name.to_string(),
+                    levels: member.levels.clone(),
+                    size: spec.size,
+                    aspect: spec.aspect,
+                })
+            },
+        )
     }
 
     /// Opens what a fitted run reads, checking each backbone against the one it was fitted with
@@ -82,24 +67,47 @@ impl<'r> Embedder<'r> {
         let backbone =
             runtime.load_backbone(&run.meta.backbone.name, &run.meta.preprocess, false)?;
         run.check_backbone(run_dir, &backbone)?;
+        if let ScorerSpec::Ensemble(params) = &run.meta.scorer {
+            if run.meta.members.len() != params.members.len() {
+                return Err(Error::input(
+                    run_dir.join(crate::model::MODEL_JSON),
+                    "the ensemble's members do not match their records",
+                ));
+            }
+        }
+        Embedder::assemble(
+            runtime,
+            Opened { backbone, preprocess: run.meta.preprocess.clone() },
+            &run.meta.scorer,
+            &run.meta.levels,
+            |index, _, name| {
+                // Checked above: one record per member.
+                let record = &run.meta.members[index];
+                let backbone = runtime.load_backbone(name, &record.preprocess, false)?;
+                check_identity(&backbone, &record.backbone, run_dir)?;
+                Ok((backbone, record.preprocess.clone()))
+            },
+        )
+    }
+
+    /// The parts `scorer` reads over the opened `primary` backbone: one on `levels` for a single
+    /// scorer; one per member for an ensemble, member `index`'s backbone opened by
+    /// `open_member(index, member, name)` the first time a member names it.
+    fn assemble(
+        runtime: &'r Runtime,
+        primary: Opened,
+        scorer: &ScorerSpec,
+        levels: &Levels,
+        mut open_member: impl FnMut(usize, &MemberSpec, &str) -> Result<(Backbone, Preprocess)>,
+    ) -> Result<Self> {
         let mut embedder =
-            Embedder { runtime, networks: Vec::new(), parts: Vec::new(), ensemble: false };
-        embedder.networks.push(Opened { backbone, preprocess: run.meta.preprocess.clone() });
-        match &run.meta.scorer {
+            Embedder { runtime, networks: vec![primary], parts: Vec::new(), ensemble: false };
+        match scorer {
             ScorerSpec::Ensemble(params) => {
                 embedder.ensemble = true;
-                if run.meta.members.len() != params.members.len() {
-                    return Err(Error::input(
-                        run_dir.join(crate::model::MODEL_JSON),
-                        "the ensemble's members do not match their records",
-                    ));
-                }
-                for (member, record) in params.members.iter().zip(&run.meta.members) {
-                    let network = embedder.network_for(&member.backbone, |name| {
-                        let backbone = runtime.load_backbone(name, &record.preprocess, false)?;
-                        check_identity(&backbone, &record.backbone, run_dir)?;
-                        Ok((backbone, record.preprocess.clone()))
-                    })?;
+                for (index, member) in params.members.iter().enumerate() {
+                    let network = embedder
+                        .network_for(&member.backbone, |name| open_member(index, member, name))?;
                     embedder.parts.push(Part {
                         network,
                         levels: member.levels.clone(),
@@ -109,7 +117,7 @@ impl<'r> Embedder<'r> {
             }
             other => embedder.parts.push(Part {
                 network: 0,
-                levels: run.meta.levels.clone(),
+                levels: levels.clone(),
                 kind: other.embedding(),
             }),
         }
