@@ -238,6 +238,74 @@ fn knn_candidates_sharing_a_fit_give_each_evals_figures() {
 }
 
 #[test]
+fn an_ensemble_candidate_gives_evals_figures_and_fits_by_its_flags() {
+    // An ensemble named in a grid file: its own CV equals eval's for the same members, and
+    // `fit --tuned` equals a fit with the flags tune.json gives for it.
+    let ws = Workspace::with_images(20, 4, 4);
+    std::fs::write(
+        ws.path().join("grid.toml"),
+        "[[candidates]]\nscorer = \"ensemble\"\nmembers = [\"gaussian:7\", \"knn:6,7\"]\ncoreset = 0.5\n",
+    )
+    .unwrap();
+    let run = ws.anodet(&[
+        "tune",
+        "--data",
+        "data",
+        "--category",
+        "wood",
+        "--grid",
+        "grid.toml",
+        "--no-report",
+        "--out",
+        "t",
+    ]);
+    let stdout = run.ok();
+    assert!(stdout.contains("ensemble[efficientnet_lite0 L7 gaussian + efficientnet_lite0 L6,7 knn(coreset 0.5, border 1)]"), "{stdout}");
+    ws.anodet(&[
+        "eval",
+        "--data",
+        "data",
+        "--category",
+        "wood",
+        "--scorer",
+        "ensemble",
+        "--member",
+        "gaussian:7",
+        "--member",
+        "knn:6,7",
+        "--coreset",
+        "0.5",
+        "--no-report",
+        "--out",
+        "e",
+    ])
+    .ok();
+    let read = |p: &str| std::fs::read_to_string(ws.path().join(p)).unwrap();
+    let tuned: serde_json::Value = serde_json::from_str(&read("t/tune.json")).unwrap();
+    let eval: serde_json::Value = serde_json::from_str(&read("e/metrics.json")).unwrap();
+    assert_eq!(tuned["candidates"][0]["cv_auc"], eval["runs"][0]["auc"]);
+    assert_eq!(tuned["candidates"][0]["cv_honest_f1"], eval["runs"][0]["honest"]["f1"]);
+    assert!(eval["runs"][0]["auc"].as_f64().is_some());
+
+    let flags: Vec<String> = tuned["fit_flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    assert!(flags.windows(2).any(|w| w == ["--member", "knn:6,7@efficientnet_lite0"]), "{flags:?}");
+    ws.anodet(&["fit", "--data", "data", "--category", "wood", "--tuned", "t", "--out", "r1"]).ok();
+    let mut by_hand: Vec<&str> = vec!["fit", "--data", "data", "--category", "wood", "--out", "r2"];
+    by_hand.extend(flags.iter().map(String::as_str));
+    ws.anodet(&by_hand).ok();
+    let bytes = |p: &str| std::fs::read(ws.path().join(p)).unwrap();
+    assert_eq!(bytes("r1/model.safetensors"), bytes("r2/model.safetensors"));
+    let score =
+        |run: &str| ws.anodet(&["score", "--model", run, "data/wood/test/good/000.png"]).stdout();
+    assert_eq!(score("r1"), score("r2"));
+}
+
+#[test]
 fn synthetic_choice_is_said_and_fit_tuned_refits_exactly_the_choice() {
     // 6 real defects (< --min-defects 10): tune paints its own.
     let ws = Workspace::with_images(30, 6, 2);

@@ -6,7 +6,8 @@
 //! the feature cache serves a family whose features an earlier family read (pooled features hold
 //! every level, and a pass for patch features stores them too; patch features are cached per
 //! level set), and fits cost what the scorer, the feature width and the number of images make
-//! them cost.
+//! them cost. An ensemble costs what its members cost, each fitted once and cross-fitted (the
+//! standardisation) on top, and reads what its members read.
 
 use super::Candidate;
 use crate::features::EmbeddingKind;
@@ -100,17 +101,48 @@ impl FitPlan {
         self.fits.iter().map(|&(good, _)| good).fold(0.0, f64::max)
     }
 
-    /// Seconds of the plain CV's fits and of the inner CVs' fits, at `speed`.
-    fn seconds(&self, shape: &FeatureShape, speed: ScorerSpeed) -> (f64, f64) {
+    /// Seconds of the plain CV's fits and of the inner CVs' fits, under `work`.
+    fn seconds(&self, work: &WorkModel) -> (f64, f64) {
         let seconds = |fits: &[(f64, f64)]| {
-            fits.iter()
-                .map(|&(good, scored)| {
-                    shape.fit_work(good) / speed.fit_per_second
-                        + shape.score_work(good, scored) / speed.score_per_second
-                })
-                .sum::<f64>()
+            fits.iter().map(|&(good, scored)| work.seconds(good, scored)).sum::<f64>()
         };
         (seconds(&self.fits[..self.plain]), seconds(&self.fits[self.plain..]))
+    }
+}
+
+/// How a family's fits turn into seconds: one scorer's work at its speed, or an ensemble's
+/// members'.
+#[derive(Debug, Clone)]
+pub(super) enum WorkModel {
+    Single(FeatureShape, ScorerSpeed),
+    /// Each member fits once on the good images and once per cross-fitting fold on the others
+    /// (scoring the held-out part), then scores the scored images.
+    Ensemble {
+        members: Vec<(FeatureShape, ScorerSpeed)>,
+        folds: usize,
+    },
+}
+
+impl WorkModel {
+    /// Seconds of one fit on `good` images that then scores `scored` images.
+    pub fn seconds(&self, good: f64, scored: f64) -> f64 {
+        let single = |shape: &FeatureShape, speed: &ScorerSpeed, good: f64, scored: f64| {
+            shape.fit_work(good) / speed.fit_per_second
+                + shape.score_work(good, scored) / speed.score_per_second
+        };
+        match self {
+            WorkModel::Single(shape, speed) => single(shape, speed, good, scored),
+            WorkModel::Ensemble { members, folds } => {
+                let k = *folds as f64;
+                members
+                    .iter()
+                    .map(|(shape, speed)| {
+                        single(shape, speed, good, scored)
+                            + k * single(shape, speed, good * (k - 1.0) / k, good / k)
+                    })
+                    .sum()
+            }
+        }
     }
 }
 
@@ -126,31 +158,50 @@ pub(super) struct ScorerSpeed {
 #[derive(Debug, Clone)]
 pub(super) struct FamilyPrior {
     pub lead: Candidate,
-    /// Seconds of the network pass over all images (cache reads where the probe found them
-    /// cached).
-    pub pass_seconds: f64,
+    /// Per feature read (see [`reads`]): seconds of its network pass over all images (cache
+    /// reads where the probe found them cached).
+    pub pass_seconds: Vec<f64>,
     pub fit_score_seconds: f64,
     /// The plain CV's share of the fits' seconds (the rest is the inner CVs').
     pub plain_share: f64,
 }
 
 impl FamilyPrior {
+    /// `seconds_per_image`: one per read of `lead`.
     pub fn new(
         lead: &Candidate,
-        shape: &FeatureShape,
-        seconds_per_image: f64,
+        work: &WorkModel,
+        seconds_per_image: &[f64],
         images: usize,
         plan: &FitPlan,
-        speed: ScorerSpeed,
     ) -> Self {
-        let (plain, inner) = plan.seconds(shape, speed);
+        let (plain, inner) = plan.seconds(work);
         let total = plain + inner;
         FamilyPrior {
             lead: lead.clone(),
-            pass_seconds: seconds_per_image * images as f64,
+            pass_seconds: seconds_per_image.iter().map(|s| s * images as f64).collect(),
             fit_score_seconds: total,
             plain_share: if total > 0.0 { plain / total } else { 0.5 },
         }
+    }
+}
+
+/// The features a candidate reads, each as the single-scorer candidate that reads them: the
+/// candidate itself, or an ensemble's members on the ensemble's input.
+pub(super) fn reads(candidate: &Candidate) -> Vec<Candidate> {
+    match &candidate.scorer {
+        ScorerSpec::Ensemble(params) => params
+            .members
+            .iter()
+            .map(|member| Candidate {
+                backbone: member.backbone.clone(),
+                levels: member.levels.clone(),
+                size: candidate.size,
+                aspect: candidate.aspect,
+                scorer: member.scorer.clone(),
+            })
+            .collect(),
+        _ => vec![candidate.clone()],
     }
 }
 
@@ -171,7 +222,8 @@ pub(super) struct FamilyCost {
     pub prior_fit_score_seconds: f64,
 }
 
-/// Whether a pass over `earlier`'s features left in the cache the features `later` reads.
+/// Whether a pass over `earlier`'s features (a single scorer's read) left in the cache the
+/// features `later` (another) reads.
 pub(super) fn leaves_features_for(earlier: &Candidate, later: &Candidate) -> bool {
     let same_input = (&earlier.backbone, earlier.size, earlier.aspect)
         == (&later.backbone, later.size, later.aspect);
@@ -217,21 +269,34 @@ fn family_split(
     done: &[FamilyCost],
 ) -> (f64, f64) {
     let lead = &next.lead;
-    let cached = done.iter().any(|d| leaves_features_for(&d.lead, lead))
-        || planned_before.iter().any(|p| leaves_features_for(&p.lead, lead));
-    let network_seconds = if cached {
-        0.0
-    } else {
-        let same_input = |d: &&FamilyCost| {
-            (&d.lead.backbone, d.lead.size, d.lead.aspect)
-                == (&lead.backbone, lead.size, lead.aspect)
-        };
-        done.iter()
-            .filter(same_input)
-            .map(|d| d.network_seconds)
-            .reduce(f64::max)
-            .unwrap_or(next.pass_seconds)
-    };
+    let earlier: Vec<Candidate> = done
+        .iter()
+        .map(|d| &d.lead)
+        .chain(planned_before.iter().map(|p| &p.lead))
+        .flat_map(reads)
+        .collect();
+    // Each read: free when an earlier family left its features in the cache; otherwise the
+    // longest pass measured on the same input by a single scorer (an ensemble's time is its
+    // members' together), else the probe's.
+    let network_seconds = reads(lead)
+        .iter()
+        .zip(&next.pass_seconds)
+        .map(|(read, &probed)| {
+            if earlier.iter().any(|e| leaves_features_for(e, read)) {
+                return 0.0;
+            }
+            let same_input = |d: &&FamilyCost| {
+                !matches!(d.lead.scorer, ScorerSpec::Ensemble(_))
+                    && (&d.lead.backbone, d.lead.size, d.lead.aspect)
+                        == (&read.backbone, read.size, read.aspect)
+            };
+            done.iter()
+                .filter(same_input)
+                .map(|d| d.network_seconds)
+                .reduce(f64::max)
+                .unwrap_or(probed)
+        })
+        .sum();
     let ratio = |keep: &dyn Fn(&FamilyCost) -> bool| {
         let (measured, expected) = done
             .iter()
@@ -239,8 +304,14 @@ fn family_split(
             .fold((0.0, 0.0), |(m, e), d| (m + d.fit_score_seconds, e + d.prior_fit_score_seconds));
         (expected > 0.0).then(|| measured / expected)
     };
+    // An ensemble with none of its kind measured yet goes by its members' scorers.
+    let member_scorers: Vec<&'static str> = match &lead.scorer {
+        ScorerSpec::Ensemble(params) => params.members.iter().map(|m| m.scorer.name()).collect(),
+        _ => Vec::new(),
+    };
     let calibration = ratio(&|d| same_scorer_on_backbone(&d.lead, lead))
         .or_else(|| ratio(&|d| same_scorer(&d.lead.scorer, &lead.scorer)))
+        .or_else(|| ratio(&|d| member_scorers.contains(&d.lead.scorer.name())))
         .unwrap_or(1.0);
     (network_seconds, next.fit_score_seconds * calibration)
 }
@@ -261,7 +332,7 @@ mod tests {
     use super::*;
     use crate::backbone::Levels;
     use crate::data::image::Aspect;
-    use crate::scorer::{KnnParams, ScorerSpec};
+    use crate::scorer::{EnsembleParams, KnnParams, MemberSpec, ScorerSpec};
 
     fn candidate(backbone: &str, scorer: ScorerSpec, aspect: Aspect) -> Candidate {
         Candidate {
@@ -278,7 +349,7 @@ mod tests {
     }
 
     fn prior(lead: Candidate, pass_seconds: f64, fit_score_seconds: f64) -> FamilyPrior {
-        FamilyPrior { lead, pass_seconds, fit_score_seconds, plain_share: 0.5 }
+        FamilyPrior { lead, pass_seconds: vec![pass_seconds], fit_score_seconds, plain_share: 0.5 }
     }
 
     fn cost(prior: &FamilyPrior, network_seconds: f64, fit_score_seconds: f64) -> FamilyCost {
@@ -318,13 +389,12 @@ mod tests {
         let speed = ScorerSpeed { fit_per_second: 1e9, score_per_second: 1e9 };
         let prior = FamilyPrior::new(
             &candidate("efficientnet_lite0", knn(), Aspect::Squash),
-            &patches,
-            0.02,
+            &WorkModel::Single(patches.clone(), speed),
+            &[0.02],
             900,
             &plan,
-            speed,
         );
-        assert_eq!(prior.pass_seconds, 18.0);
+        assert_eq!(prior.pass_seconds, vec![18.0]);
         assert!(prior.plain_share > 0.55 && prior.plain_share < 0.8, "{}", prior.plain_share);
     }
 
@@ -352,7 +422,7 @@ mod tests {
         // A kept aspect is a new input: the probe's pass for it.
         let mut keep = gaussian.clone();
         keep.lead.aspect = Aspect::Keep;
-        keep.pass_seconds = 50.0;
+        keep.pass_seconds = vec![50.0];
         assert_eq!(family_seconds(&keep, &[], &done), 54.0);
 
         // knn ran at half its model on lite0: lite1's knn is scaled so until one of its own runs.
@@ -370,5 +440,68 @@ mod tests {
         assert_eq!(family_seconds(&knn_wider, &[], &done), 45.0 + 50.0);
         assert!(!measures_something_new(&knn_lite0.lead, &done));
         assert!(measures_something_new(&knn_lite1.lead, &done));
+    }
+
+    fn ensemble(backbones: &[&str]) -> Candidate {
+        let knn = KnnParams { coreset: 0.1, border: 1, seed: 0 };
+        let members = backbones
+            .iter()
+            .map(|b| MemberSpec {
+                backbone: b.to_string(),
+                levels: Levels::new(vec![6, 7]).unwrap(),
+                scorer: ScorerSpec::Knn(knn.clone()),
+            })
+            .collect();
+        Candidate {
+            backbone: backbones[0].into(),
+            levels: Levels::new(vec![6, 7]).unwrap(),
+            size: None,
+            aspect: Aspect::Squash,
+            scorer: ScorerSpec::Ensemble(EnsembleParams::new(members)),
+        }
+    }
+
+    #[test]
+    fn an_ensemble_costs_its_members_with_their_cross_fitting() {
+        let shape = FeatureShape::Pooled { widths: vec![100] };
+        let speed = ScorerSpeed { fit_per_second: 1e6, score_per_second: 1e6 };
+        let single = WorkModel::Single(shape.clone(), speed);
+        let two = WorkModel::Ensemble { members: vec![(shape.clone(), speed); 2], folds: 5 };
+        // Per member: the fit itself, and five fits on four fifths scoring the fifth left out.
+        let expected = 2.0 * (single.seconds(600.0, 300.0) + 5.0 * single.seconds(480.0, 120.0));
+        assert!((two.seconds(600.0, 300.0) - expected).abs() < 1e-9);
+
+        // Its reads are its members' on its own input.
+        let both = ensemble(&["efficientnet_lite0", "efficientnet_lite1"]);
+        let read = reads(&both);
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[1].backbone, "efficientnet_lite1");
+        assert_eq!(read[1].scorer, knn());
+        assert_eq!(read[1].levels.to_string(), "6,7");
+
+        // Network: a member's pass is free once a knn family on its backbone read the same
+        // levels, and costs the measured single pass on its input otherwise.
+        let both = FamilyPrior {
+            lead: both,
+            pass_seconds: vec![40.0, 60.0],
+            fit_score_seconds: 1000.0,
+            plain_share: 0.5,
+        };
+        let mut lite0 = prior(candidate("efficientnet_lite0", knn(), Aspect::Squash), 40.0, 100.0);
+        lite0.lead.levels = Levels::new(vec![6, 7]).unwrap();
+        assert_eq!(family_split(&both, &[], &[]), (100.0, 1000.0));
+        assert_eq!(family_split(&both, &[&lite0], &[]), (60.0, 1000.0));
+        let gaussian_lite1 =
+            prior(candidate("efficientnet_lite1", ScorerSpec::Gaussian, Aspect::Squash), 30.0, 2.0);
+        let done = [cost(&lite0, 45.0, 200.0), cost(&gaussian_lite1, 70.0, 2.0)];
+        // knn ran at twice its model: the first ensemble of knn members is scaled alike.
+        assert_eq!(family_split(&both, &[], &done), (70.0, 2000.0));
+        // Once an ensemble ran, later ensembles go by it, and the ensemble's network time is no
+        // single pass's.
+        let done = [done.to_vec(), vec![cost(&both, 300.0, 1500.0)]].concat();
+        assert_eq!(family_split(&both, &[], &done), (0.0, 1500.0));
+        let mut lite2 = prior(candidate("efficientnet_lite2", knn(), Aspect::Squash), 80.0, 10.0);
+        lite2.lead.levels = Levels::new(vec![7]).unwrap();
+        assert_eq!(family_split(&lite2, &[], &done).0, 80.0);
     }
 }

@@ -4,7 +4,7 @@
 //! [[candidates]]
 //! backbone = "efficientnet_lite0"   # default
 //! levels = "6-8"                    # or [6, 7, 8]; default: the scorer's
-//! scorer = "gaussian"               # gaussian (default) or knn
+//! scorer = "gaussian"               # gaussian (default), knn or ensemble
 //!
 //! [[candidates]]
 //! scorer = "knn"
@@ -12,8 +12,16 @@
 //! border = 0                        # knn only (default 1)
 //! size = 256                        # or "320x256"; default: the backbone's own
 //! aspect = "keep"                   # squash (default) or keep
+//!
+//! [[candidates]]
+//! scorer = "ensemble"               # members as `--member` takes them
+//! members = ["knn:6,7@efficientnet_lite0", "knn:6,7@efficientnet_lite1"]
+//! coreset = 0.1                     # the knn members' settings (defaults as for knn)
 //! ```
 //! JSON: `{"candidates": [{"levels": "6-8"}, {"scorer": "knn", "border": 0}]}`.
+//!
+//! An ensemble's `backbone` is the run's own (default: the first member's); members without
+//! `@BACKBONE` use it. Its levels are its members', so `levels` is not taken with it.
 
 use std::path::Path;
 
@@ -24,7 +32,7 @@ use super::Candidate;
 use crate::backbone::Levels;
 use crate::data::image::{Aspect, InputSize};
 use crate::error::{Error, Result};
-use crate::scorer::{KnnParams, ScorerSpec};
+use crate::scorer::{EnsembleParams, KnnParams, MemberSpec, ScorerSpec};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +62,8 @@ struct RawEntry {
     size: Option<InputSize>,
     #[serde(default, deserialize_with = "aspect_field")]
     aspect: Option<String>,
+    #[serde(default, deserialize_with = "members_field")]
+    members: Option<Vec<String>>,
 }
 
 impl TryFrom<RawEntry> for Entry {
@@ -61,27 +71,62 @@ impl TryFrom<RawEntry> for Entry {
 
     fn try_from(raw: RawEntry) -> std::result::Result<Self, String> {
         let knn_given = raw.coreset.is_some() || raw.border.is_some();
-        let scorer = match raw.scorer.as_deref().unwrap_or("gaussian") {
+        let defaults = KnnParams::default();
+        let knn = KnnParams {
+            coreset: raw.coreset.unwrap_or(defaults.coreset),
+            border: raw.border.unwrap_or(defaults.border),
+            seed: 0,
+        };
+        let scorer_name = raw.scorer.as_deref().unwrap_or("gaussian");
+        if raw.members.is_some() && scorer_name != "ensemble" {
+            return Err("members: apply to scorer \"ensemble\" only".into());
+        }
+        let mut backbone = raw.backbone.clone();
+        let scorer = match scorer_name {
             "gaussian" if knn_given => {
-                return Err("coreset/border: apply to scorer \"knn\" only".into());
+                return Err("coreset/border: apply to scorer \"knn\" or \"ensemble\" only".into());
             }
             "gaussian" => ScorerSpec::Gaussian,
-            "knn" => {
-                let defaults = KnnParams::default();
-                ScorerSpec::Knn(KnnParams {
-                    coreset: raw.coreset.unwrap_or(defaults.coreset),
-                    border: raw.border.unwrap_or(defaults.border),
-                    seed: 0,
-                })
+            "knn" => ScorerSpec::Knn(knn),
+            "ensemble" => {
+                if raw.levels.is_some() {
+                    return Err("levels: an ensemble's members carry their own \
+                                (\"knn:6,7@efficientnet_lite1\")"
+                        .into());
+                }
+                let texts = raw.members.as_deref().unwrap_or_default();
+                if texts.is_empty() {
+                    return Err("members: an ensemble needs at least one member".into());
+                }
+                // Members without `@BACKBONE` take the candidate's backbone; without one, the
+                // first member's (or the default).
+                let run_backbone = backbone.clone().unwrap_or_else(|| {
+                    texts[0]
+                        .split_once('@')
+                        .map(|(_, b)| b.trim().to_string())
+                        .filter(|b| !b.is_empty())
+                        .unwrap_or_else(|| DEFAULT_BACKBONE.into())
+                });
+                let members = texts
+                    .iter()
+                    .map(|text| MemberSpec::parse(text, &knn, &run_backbone))
+                    .collect::<Result<Vec<_>>>()
+                    .map_err(|e| format!("members: {}", problem(&e)))?;
+                let params = EnsembleParams::new(members);
+                params.check().map_err(|e| format!("members: {}", problem(&e)))?;
+                backbone = Some(run_backbone);
+                ScorerSpec::Ensemble(params)
             }
-            other => return Err(format!("scorer: '{other}' is not one of gaussian, knn")),
+            other => {
+                return Err(format!("scorer: '{other}' is not one of gaussian, knn, ensemble"))
+            }
         };
         let aspect = match raw.aspect.as_deref().unwrap_or("squash") {
             "squash" => Aspect::Squash,
             "keep" => Aspect::Keep,
             other => return Err(format!("aspect: '{other}' is not one of squash, keep")),
         };
-        let backbone = raw.backbone.unwrap_or_else(|| "efficientnet_lite0".into());
+        let backbone = backbone.unwrap_or_else(|| DEFAULT_BACKBONE.into());
         if backbone.is_empty() {
             return Err("backbone: empty name".into());
         }
@@ -89,6 +134,9 @@ impl TryFrom<RawEntry> for Entry {
         Ok(Entry(Candidate { backbone, levels, size: raw.size, aspect, scorer }))
     }
 }
+
+/// The backbone of a candidate that names none.
+const DEFAULT_BACKBONE: &str = "efficientnet_lite0";
 
 fn levels_field<'de, D: serde::Deserializer<'de>>(
     d: D,
@@ -150,7 +198,13 @@ fn backbone_field<'de, D: serde::Deserializer<'de>>(
 fn scorer_field<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<Option<String>, D::Error> {
-    one_of("scorer", &["gaussian", "knn"], d)
+    one_of("scorer", &["gaussian", "knn", "ensemble"], d)
+}
+
+fn members_field<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Vec<String>>, D::Error> {
+    named("members", d)
 }
 
 /// A string field that must be one of `allowed` (checked here, so errors carry its line).
@@ -247,6 +301,28 @@ mod tests {
     }
 
     #[test]
+    fn an_ensemble_candidate_takes_members_as_member_does() {
+        let toml = "[[candidates]]\nscorer = \"ensemble\"\nmembers = [\"knn:6,7@efficientnet_lite1\", \"gaussian:6-8\"]\nborder = 0\n";
+        let json = r#"{"candidates": [{"scorer": "ensemble", "members": ["knn:6,7@efficientnet_lite1", "gaussian:6-8"], "border": 0}]}"#;
+        let (a, b) = (read("g.toml", toml).unwrap(), read("g.json", json).unwrap());
+        assert_eq!(a, b);
+        // The run's backbone is the first member's; members without one take it.
+        assert_eq!(a[0].backbone, "efficientnet_lite1");
+        assert_eq!(a[0].backbones(), vec!["efficientnet_lite1"]);
+        let ScorerSpec::Ensemble(params) = &a[0].scorer else { panic!("{:?}", a[0].scorer) };
+        let knn = ScorerSpec::Knn(KnnParams { coreset: 0.1, border: 0, seed: 0 });
+        assert_eq!(params.members[0].scorer, knn);
+        assert_eq!(params.members[1].backbone, "efficientnet_lite1");
+        assert_eq!(params.members[1].levels.to_string(), "6,7,8");
+        assert_eq!(a[0].levels.to_string(), "6,7");
+        // An explicit backbone is the members' default.
+        let named = "[[candidates]]\nscorer = \"ensemble\"\nbackbone = \"efficientnet_lite2\"\nmembers = [\"knn\", \"knn@efficientnet_lite0\"]\n";
+        let named = read("g.toml", named).unwrap();
+        assert_eq!(named[0].backbones(), vec!["efficientnet_lite2", "efficientnet_lite0"]);
+        assert!(named[0].label().starts_with("ensemble[efficientnet_lite2 L6,7 knn"));
+    }
+
+    #[test]
     fn errors_name_line_and_field() {
         let cases = [
             (
@@ -266,6 +342,32 @@ mod tests {
                 "size",
             ),
             ("g.json", "   \n", "line 1", "empty grid file"),
+            ("g.toml", "[[candidates]]\nmembers = [\"knn\"]\n", "line 1", "members"),
+            ("g.toml", "[[candidates]]\nscorer = \"ensemble\"\n", "line 1", "members"),
+            (
+                "g.toml",
+                "[[candidates]]\nscorer = \"ensemble\"\nmembers = []\n",
+                "line 1",
+                "at least one member",
+            ),
+            (
+                "g.toml",
+                "[[candidates]]\nscorer = \"ensemble\"\nmembers = [\"svm:7\"]\n",
+                "line 1",
+                "svm",
+            ),
+            (
+                "g.toml",
+                "[[candidates]]\nscorer = \"ensemble\"\nlevels = \"7\"\nmembers = [\"knn\"]\n",
+                "line 1",
+                "levels",
+            ),
+            (
+                "g.toml",
+                "[[candidates]]\nscorer = \"ensemble\"\nmembers = \"knn\"\n",
+                "line 3",
+                "members",
+            ),
             ("g.json", "{\"candidates\": []}", "candidates", "empty"),
             ("g.yaml", "candidates: []", "toml or .json", ""),
         ];

@@ -75,13 +75,43 @@ impl Candidate {
 
     /// A short readable name: backbone, levels, scorer and its settings, size, aspect.
     pub fn label(&self) -> String {
-        let scorer = match &self.scorer {
-            ScorerSpec::Knn(p) => format!("knn(coreset {}, border {})", p.coreset, p.border),
-            other => other.name().to_string(),
-        };
+        let knn = |p: &KnnParams| format!("knn(coreset {}, border {})", p.coreset, p.border);
         let size = self.size.map_or_else(|| "native".to_string(), |s| s.to_string());
         let aspect = format!("{:?}", self.aspect).to_lowercase();
-        format!("{} L{} {scorer} {size} {aspect}", self.backbone, self.levels)
+        match &self.scorer {
+            ScorerSpec::Ensemble(params) => {
+                let members = params
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let scorer = match &m.scorer {
+                            ScorerSpec::Knn(p) => knn(p),
+                            other => other.name().to_string(),
+                        };
+                        format!("{} L{} {scorer}", m.backbone, m.levels)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" + ");
+                format!("ensemble[{members}] {size} {aspect}")
+            }
+            ScorerSpec::Knn(p) => {
+                format!("{} L{} {} {size} {aspect}", self.backbone, self.levels, knn(p))
+            }
+            other => format!("{} L{} {} {size} {aspect}", self.backbone, self.levels, other.name()),
+        }
+    }
+
+    /// The backbones the candidate reads: its own, and its members' for an ensemble.
+    pub fn backbones(&self) -> Vec<&str> {
+        let mut names = vec![self.backbone.as_str()];
+        if let ScorerSpec::Ensemble(params) = &self.scorer {
+            for member in &params.members {
+                if !names.contains(&member.backbone.as_str()) {
+                    names.push(&member.backbone);
+                }
+            }
+        }
+        names
     }
 
     /// The `anodet fit` flags that give this pipeline by hand.
@@ -96,7 +126,24 @@ impl Candidate {
             "--scorer".into(),
             self.scorer.name().into(),
         ];
-        if let ScorerSpec::Knn(p) = &self.scorer {
+        let knn = match &self.scorer {
+            ScorerSpec::Knn(p) => Some(p),
+            ScorerSpec::Ensemble(params) => {
+                for member in &params.members {
+                    flags.extend([
+                        "--member".into(),
+                        format!("{}:{}@{}", member.scorer.name(), member.levels, member.backbone),
+                    ]);
+                }
+                // `--coreset`/`--border` set every knn member (grid files give them one set).
+                params.members.iter().find_map(|m| match &m.scorer {
+                    ScorerSpec::Knn(p) => Some(p),
+                    _ => None,
+                })
+            }
+            _ => None,
+        };
+        if let Some(p) = knn {
             flags.extend(["--coreset".into(), p.coreset.to_string()]);
             flags.extend(["--border".into(), p.border.to_string()]);
         }
@@ -183,27 +230,34 @@ pub fn default_candidates(
 /// Checks that every candidate's backbone is installed; `source` names the grid in errors.
 pub fn check_backbones(candidates: &[Candidate], models_dir: &Path, source: &str) -> Result<()> {
     for (i, candidate) in candidates.iter().enumerate() {
-        let name = &candidate.backbone;
-        if name == "hlac" {
-            continue;
+        for name in candidate.backbones() {
+            check_backbone(i, name, models_dir, source)?;
         }
-        let file = if name.ends_with(".pt") {
-            PathBuf::from(name)
-        } else {
-            models_dir.join(format!("{name}.pt"))
-        };
-        if !file.is_file() {
-            return Err(Error::input(
-                source,
-                format!(
-                    "candidate {}: backbone {name} is not installed ({} is missing); export it \
-                     with scripts/export_backbone.py {name} (scripts/setup.sh does this for \
-                     efficientnet_lite0, _lite1 and _lite2)",
-                    i + 1,
-                    file.display()
-                ),
-            ));
-        }
+    }
+    Ok(())
+}
+
+/// Checks that candidate `i`'s backbone `name` is installed.
+fn check_backbone(i: usize, name: &str, models_dir: &Path, source: &str) -> Result<()> {
+    if name == "hlac" {
+        return Ok(());
+    }
+    let file = if name.ends_with(".pt") {
+        PathBuf::from(name)
+    } else {
+        models_dir.join(format!("{name}.pt"))
+    };
+    if !file.is_file() {
+        return Err(Error::input(
+            source,
+            format!(
+                "candidate {}: backbone {name} is not installed ({} is missing); export it with \
+                 scripts/export_backbone.py {name} (scripts/setup.sh does this for \
+                 efficientnet_lite0, _lite1 and _lite2)",
+                i + 1,
+                file.display()
+            ),
+        ));
     }
     Ok(())
 }

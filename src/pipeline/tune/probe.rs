@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use ndarray::Array2;
 
-use super::estimate::{FamilyPrior, FeatureShape, FitPlan, ScorerSpeed};
+use super::estimate::{reads, FamilyPrior, FeatureShape, FitPlan, ScorerSpeed, WorkModel};
 use super::Candidate;
 use crate::backbone::Levels;
 use crate::data::image::{Aspect, InputSize};
@@ -73,7 +73,11 @@ struct PassSample {
     patches: Option<(f64, usize, (usize, usize))>,
 }
 
-/// Probes the passes and scorers of `families` (indices into `candidates`) over `paths`.
+/// A read's feature shape, and one image's grid for synthetic patches.
+type ReadShape = (FeatureShape, (usize, usize));
+
+/// Probes the passes and scorers of `families` (indices into `candidates`) over `paths`; an
+/// ensemble's are its members' (see [`reads`]), fitted and cross-fitted each.
 pub(super) fn probe(
     runtime: &Runtime,
     candidates: &[Candidate],
@@ -83,70 +87,98 @@ pub(super) fn probe(
 ) -> Result<Probed> {
     let started = Instant::now();
     let leads: Vec<&Candidate> = families.iter().map(|f| &candidates[f[0]]).collect();
-    // Each distinct pass probed once; `pass_of[i]` is lead `i`'s.
+    let lead_reads: Vec<Vec<Candidate>> = leads.iter().map(|lead| reads(lead)).collect();
+    let all_reads: Vec<&Candidate> = lead_reads.iter().flatten().collect();
+    // Each distinct pass probed once; `pass_of[i][j]` is lead `i`'s read `j`'s.
     let mut passes: Vec<(PassKey, PassSample)> = Vec::new();
-    let mut pass_of = Vec::with_capacity(leads.len());
-    for lead in &leads {
-        let key = PassKey::of(lead);
-        let index = match passes.iter().position(|(k, _)| *k == key) {
-            Some(index) => index,
-            None => {
-                let sample = probe_pass(runtime, lead, &key, &leads, paths)?;
-                passes.push((key, sample));
-                passes.len() - 1
-            }
-        };
-        pass_of.push(index);
+    let mut pass_of: Vec<Vec<usize>> = Vec::with_capacity(leads.len());
+    for read_list in &lead_reads {
+        let mut indices = Vec::with_capacity(read_list.len());
+        for read in read_list {
+            let key = PassKey::of(read);
+            let index = match passes.iter().position(|(k, _)| *k == key) {
+                Some(index) => index,
+                None => {
+                    let sample = probe_pass(runtime, read, &key, &all_reads, paths)?;
+                    passes.push((key, sample));
+                    passes.len() - 1
+                }
+            };
+            indices.push(index);
+        }
+        pass_of.push(indices);
     }
-    let shapes: Vec<(FeatureShape, (usize, usize))> = leads
+    let shapes: Vec<Vec<ReadShape>> = lead_reads
         .iter()
         .zip(&pass_of)
-        .map(|(lead, &pass)| shape_of(lead, &passes[pass].1))
+        .map(|(read_list, indices)| {
+            read_list
+                .iter()
+                .zip(indices)
+                .map(|(read, &pass)| shape_of(read, &passes[pass].1))
+                .collect::<Result<Vec<_>>>()
+        })
         .collect::<Result<_>>()?;
     let largest_fit = plan.largest_fit().ceil().max(2.0) as usize;
+    let flat: Vec<(&Candidate, &ReadShape)> =
+        lead_reads.iter().flatten().zip(shapes.iter().flatten()).collect();
     let mut speeds: Vec<(&'static str, ScorerSpeed)> = Vec::new();
-    for lead in &leads {
-        let name = lead.scorer.name();
+    for (read, _) in &flat {
+        let name = read.scorer.name();
         if speeds.iter().any(|(n, _)| *n == name) {
             continue;
         }
-        // Probe with the family of this scorer whose fit is the largest per image (the
+        // Probe with the read of this scorer whose fit is the largest per image (the
         // Gaussian's widest levels, where its cost is).
-        let (widest, (shape, grid)) = leads
+        let (widest, (shape, grid)) = flat
             .iter()
-            .zip(&shapes)
-            .filter(|(l, _)| l.scorer.name() == name)
+            .filter(|(r, _)| r.scorer.name() == name)
             .max_by(|a, b| a.1 .0.fit_work(1.0).total_cmp(&b.1 .0.fit_work(1.0)))
-            .expect("this lead is among them");
+            .expect("this read is among them");
         speeds
             .push((name, probe_scorer(&widest.scorer, &widest.levels, shape, *grid, largest_fit)?));
     }
+    let speed_of =
+        |read: &Candidate| speeds.iter().find(|(n, _)| *n == read.scorer.name()).expect("probed").1;
     let priors = leads
         .iter()
-        .zip(&shapes)
-        .zip(&pass_of)
-        .map(|((lead, (shape, _)), &pass)| {
-            let (_, speed) =
-                speeds.iter().find(|(n, _)| *n == lead.scorer.name()).expect("probed above");
-            let seconds_per_image = passes[pass].1.seconds_per_image;
-            FamilyPrior::new(lead, shape, seconds_per_image, paths.len(), plan, *speed)
+        .zip(&lead_reads)
+        .zip(shapes.iter().zip(&pass_of))
+        .map(|((lead, read_list), (read_shapes, indices))| {
+            let members: Vec<(FeatureShape, ScorerSpeed)> = read_list
+                .iter()
+                .zip(read_shapes)
+                .map(|(read, (shape, _))| (shape.clone(), speed_of(read)))
+                .collect();
+            let work = match &lead.scorer {
+                ScorerSpec::Ensemble(params) => {
+                    WorkModel::Ensemble { members, folds: params.folds }
+                }
+                _ => {
+                    let (shape, speed) = members.into_iter().next().expect("one read");
+                    WorkModel::Single(shape, speed)
+                }
+            };
+            let seconds_per_image: Vec<f64> =
+                indices.iter().map(|&pass| passes[pass].1.seconds_per_image).collect();
+            FamilyPrior::new(lead, &work, &seconds_per_image, paths.len(), plan)
         })
         .collect();
     Ok(Probed { priors, seconds: started.elapsed().as_secs_f64() })
 }
 
 /// Runs the pass of `key` on two batches of `paths` and times the second. Pooled passes read
-/// every level any pooled family on that input reads.
+/// every level any pooled read on that input reads.
 fn probe_pass(
     runtime: &Runtime,
     lead: &Candidate,
     key: &PassKey,
-    leads: &[&Candidate],
+    reads: &[&Candidate],
     paths: &[PathBuf],
 ) -> Result<PassSample> {
     let mut spec = lead.features();
     if key.patch_levels.is_none() {
-        let mut levels: Vec<u8> = leads
+        let mut levels: Vec<u8> = reads
             .iter()
             .filter(|l| PassKey::of(l) == *key)
             .flat_map(|l| l.levels.as_slice().to_vec())
@@ -179,7 +211,7 @@ fn probe_pass(
             sample.patches = Some((rows_per_image, patches.dim, grid));
         }
         Embeddings::Members(_) => {
-            return Err(Error::numeric("tune estimate", "tune's candidates are single scorers"))
+            return Err(Error::numeric("tune estimate", "an ensemble's passes are its members'"))
         }
     }
     Ok(sample)
