@@ -414,6 +414,18 @@ pub struct Timing {
     pub seconds: f64,
 }
 
+impl std::ops::AddAssign for Timing {
+    /// Repeats add up.
+    fn add_assign(&mut self, more: Timing) {
+        self.probe_seconds += more.probe_seconds;
+        self.network_seconds += more.network_seconds;
+        self.fit_score_seconds += more.fit_score_seconds;
+        self.fit_seconds += more.fit_seconds;
+        self.score_seconds += more.score_seconds;
+        self.seconds += more.seconds;
+    }
+}
+
 /// The whole tune.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TuneReport {
@@ -502,13 +514,7 @@ pub fn tune_repeated(
         };
         let report = tune(&repeat, runtime, progress, hooks)?;
         all.push(summary(&report));
-        let (total, more) = (&mut first.timing, report.timing);
-        total.seconds += more.seconds;
-        total.probe_seconds += more.probe_seconds;
-        total.network_seconds += more.network_seconds;
-        total.fit_score_seconds += more.fit_score_seconds;
-        total.fit_seconds += more.fit_seconds;
-        total.score_seconds += more.score_seconds;
+        first.timing += report.timing;
     }
     let defined =
         |pick: fn(&Repeat) -> Option<f64>| -> Vec<f64> { all.iter().filter_map(pick).collect() };
