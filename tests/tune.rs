@@ -34,6 +34,61 @@ fn candidate(levels: &[u8], scorer: ScorerSpec) -> Candidate {
     }
 }
 
+/// `anodet tune` on the workspace's wood category, `args` added.
+fn tune_wood(ws: &Workspace, args: &[&str]) -> common::Run {
+    let mut all = vec!["tune", "--data", "data", "--category", "wood"];
+    all.extend_from_slice(args);
+    ws.anodet(&all)
+}
+
+/// The `fit_flags` of the tune.json in `tune_dir`.
+fn fit_flags(ws: &Workspace, tune_dir: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(ws.path().join(tune_dir).join("tune.json")).unwrap();
+    let tune_json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    tune_json["fit_flags"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().into()).collect()
+}
+
+/// Fits the choice of the tune in `tune_dir` with `--tuned` (into runs/tuned) and with its
+/// `fit_flags` given by hand (into runs/hand); both must store the same model and score alike.
+/// Returns both runs' model.json.
+fn fit_tuned_and_by_hand(ws: &Workspace, tune_dir: &str) -> (serde_json::Value, serde_json::Value) {
+    let fitted = ws.anodet(&[
+        "fit",
+        "--data",
+        "data",
+        "--category",
+        "wood",
+        "--tuned",
+        tune_dir,
+        "--out",
+        "runs/tuned",
+    ]);
+    assert!(fitted.ok().contains("pipeline chosen by tune"));
+    let flags = fit_flags(ws, tune_dir);
+    let mut by_hand: Vec<&str> =
+        vec!["fit", "--data", "data", "--category", "wood", "--out", "runs/hand"];
+    by_hand.extend(flags.iter().map(String::as_str));
+    ws.anodet(&by_hand).ok();
+    let bytes = |p: &str| std::fs::read(ws.path().join(p)).unwrap();
+    assert_eq!(bytes("runs/tuned/model.safetensors"), bytes("runs/hand/model.safetensors"));
+    let score = |run: &str| {
+        ws.anodet(&[
+            "score",
+            "--model",
+            run,
+            "data/wood/test/scratch/000.png",
+            "data/wood/test/good/000.png",
+        ])
+        .stdout()
+    };
+    assert_eq!(score("runs/tuned"), score("runs/hand"));
+    assert!(!score("runs/tuned").is_empty());
+    let meta = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&bytes(&format!("{p}/model.json"))).unwrap()
+    };
+    (meta("runs/tuned"), meta("runs/hand"))
+}
+
 #[test]
 fn no_outer_test_image_reaches_an_inner_fit_or_ranking() {
     let ws = Workspace::with_images(20, 4, 4);
@@ -110,18 +165,7 @@ fn no_outer_test_image_reaches_an_inner_fit_or_ranking() {
 fn a_one_candidate_grid_gives_exactly_evals_figures() {
     let ws = Workspace::with_images(20, 4, 4);
     std::fs::write(ws.path().join("grid.json"), r#"{"candidates": [{"levels": "6-8"}]}"#).unwrap();
-    ws.anodet(&[
-        "tune",
-        "--data",
-        "data",
-        "--category",
-        "wood",
-        "--grid",
-        "grid.json",
-        "--out",
-        "t",
-    ])
-    .ok();
+    tune_wood(&ws, &["--grid", "grid.json", "--out", "t"]).ok();
     ws.anodet(&["eval", "--data", "data", "--category", "wood", "--levels", "6-8", "--out", "e"])
         .ok();
     let read = |p: &str| std::fs::read_to_string(ws.path().join(p)).unwrap();
@@ -135,21 +179,7 @@ fn a_one_candidate_grid_gives_exactly_evals_figures() {
     assert!(tuned["outer"]["auc"].as_f64().is_some());
 
     // --repeats 2: the second seed's nested figures are eval's at that seed.
-    ws.anodet(&[
-        "tune",
-        "--data",
-        "data",
-        "--category",
-        "wood",
-        "--grid",
-        "grid.json",
-        "--repeats",
-        "2",
-        "--no-report",
-        "--out",
-        "t2",
-    ])
-    .ok();
+    tune_wood(&ws, &["--grid", "grid.json", "--repeats", "2", "--no-report", "--out", "t2"]).ok();
     ws.anodet(&[
         "eval",
         "--data",
@@ -188,18 +218,7 @@ fn knn_candidates_sharing_a_fit_give_each_evals_figures() {
                            {"scorer": "knn", "coreset": 0.5, "border": 0}]}"#,
     )
     .unwrap();
-    let run = ws.anodet(&[
-        "tune",
-        "--data",
-        "data",
-        "--category",
-        "wood",
-        "--grid",
-        "grid.json",
-        "--no-report",
-        "--out",
-        "t",
-    ]);
+    let run = tune_wood(&ws, &["--grid", "grid.json", "--no-report", "--out", "t"]);
     run.ok();
     assert!(run.stderr().contains("candidates 1, 3 share one fit"), "{}", run.stderr());
     let read = |p: &str| std::fs::read_to_string(ws.path().join(p)).unwrap();
@@ -247,18 +266,7 @@ fn an_ensemble_candidate_gives_evals_figures_and_fits_by_its_flags() {
         "[[candidates]]\nscorer = \"ensemble\"\nmembers = [\"gaussian:7\", \"knn:6,7\"]\ncoreset = 0.5\n",
     )
     .unwrap();
-    let run = ws.anodet(&[
-        "tune",
-        "--data",
-        "data",
-        "--category",
-        "wood",
-        "--grid",
-        "grid.toml",
-        "--no-report",
-        "--out",
-        "t",
-    ]);
+    let run = tune_wood(&ws, &["--grid", "grid.toml", "--no-report", "--out", "t"]);
     let stdout = run.ok();
     assert!(stdout.contains("ensemble[efficientnet_lite0 L7 gaussian + efficientnet_lite0 L6,7 knn(coreset 0.5, border 1)]"), "{stdout}");
     ws.anodet(&[
@@ -287,29 +295,18 @@ fn an_ensemble_candidate_gives_evals_figures_and_fits_by_its_flags() {
     assert_eq!(tuned["candidates"][0]["cv_honest_f1"], eval["runs"][0]["honest"]["f1"]);
     assert!(eval["runs"][0]["auc"].as_f64().is_some());
 
-    let flags: Vec<String> = tuned["fit_flags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap().to_string())
-        .collect();
+    let flags = fit_flags(&ws, "t");
     assert!(flags.windows(2).any(|w| w == ["--member", "knn:6,7@efficientnet_lite0"]), "{flags:?}");
-    ws.anodet(&["fit", "--data", "data", "--category", "wood", "--tuned", "t", "--out", "r1"]).ok();
-    let mut by_hand: Vec<&str> = vec!["fit", "--data", "data", "--category", "wood", "--out", "r2"];
-    by_hand.extend(flags.iter().map(String::as_str));
-    ws.anodet(&by_hand).ok();
-    let bytes = |p: &str| std::fs::read(ws.path().join(p)).unwrap();
-    assert_eq!(bytes("r1/model.safetensors"), bytes("r2/model.safetensors"));
-    let score =
-        |run: &str| ws.anodet(&["score", "--model", run, "data/wood/test/good/000.png"]).stdout();
-    assert_eq!(score("r1"), score("r2"));
+    let (tuned, hand) = fit_tuned_and_by_hand(&ws, "t");
+    assert_eq!(tuned["scorer"], hand["scorer"]);
+    assert_eq!(tuned["scorer"]["kind"], "ensemble");
 }
 
 #[test]
 fn synthetic_choice_is_said_and_fit_tuned_refits_exactly_the_choice() {
     // 6 real defects (< --min-defects 10): tune paints its own.
     let ws = Workspace::with_images(30, 6, 2);
-    let stdout = ws.anodet(&["tune", "--data", "data", "--category", "wood", "--out", "t"]).ok();
+    let stdout = tune_wood(&ws, &["--out", "t"]).ok();
     assert!(stdout.contains("SYNTHETIC DEFECTS"), "{stdout}");
     assert!(stdout.contains("what to expect on new parts"), "{stdout}");
     let tune_json: serde_json::Value =
@@ -345,71 +342,21 @@ fn synthetic_choice_is_said_and_fit_tuned_refits_exactly_the_choice() {
         assert!(ws.path().join("t").join(src).is_file(), "{src}");
     }
 
-    let flags: Vec<String> = tune_json["fit_flags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap().to_string())
-        .collect();
-    let fitted = ws.anodet(&[
-        "fit",
-        "--data",
-        "data",
-        "--category",
-        "wood",
-        "--tuned",
-        "t",
-        "--out",
-        "runs/tuned",
-    ]);
-    assert!(fitted.ok().contains("pipeline chosen by tune"));
-    let mut by_hand: Vec<&str> =
-        vec!["fit", "--data", "data", "--category", "wood", "--out", "runs/hand"];
-    by_hand.extend(flags.iter().map(String::as_str));
-    ws.anodet(&by_hand).ok();
-    let bytes = |p: &str| std::fs::read(ws.path().join(p)).unwrap();
-    assert_eq!(bytes("runs/tuned/model.safetensors"), bytes("runs/hand/model.safetensors"));
-    let meta = |p: &str| -> serde_json::Value {
-        serde_json::from_slice(&bytes(&format!("{p}/model.json"))).unwrap()
-    };
-    let (tuned, hand) = (meta("runs/tuned"), meta("runs/hand"));
+    let (tuned, hand) = fit_tuned_and_by_hand(&ws, "t");
     assert_eq!(tuned["tuned"]["synthetic_defects"], true);
     assert!(hand.get("tuned").is_none());
     for key in ["backbone", "levels", "preprocess", "scorer", "threshold"] {
         assert_eq!(tuned[key], hand[key], "{key}");
     }
-    let score = |run: &str| {
-        ws.anodet(&[
-            "score",
-            "--model",
-            run,
-            "data/wood/test/scratch/000.png",
-            "data/wood/test/good/000.png",
-        ])
-        .stdout()
-    };
-    assert_eq!(score("runs/tuned"), score("runs/hand"));
-    assert!(!score("runs/tuned").is_empty());
 
     // Without synthetic defects there is nothing to choose with.
-    ws.anodet(&["tune", "--data", "data", "--category", "wood", "--no-synthetic"])
-        .fails_with(&["--no-synthetic", "6 defective images"]);
+    tune_wood(&ws, &["--no-synthetic"]).fails_with(&["--no-synthetic", "6 defective images"]);
 }
 
 #[test]
 fn budget_drops_candidates_and_names_them() {
     let ws = Workspace::with_images(20, 4, 4);
-    let run = ws.anodet(&[
-        "tune",
-        "--data",
-        "data",
-        "--category",
-        "wood",
-        "--budget",
-        "0.0001",
-        "--out",
-        "t",
-    ]);
+    let run = tune_wood(&ws, &["--budget", "0.0001", "--out", "t"]);
     let stdout = run.ok();
     // The estimate comes before the first candidate, from the probe.
     let stderr = run.stderr();
@@ -419,16 +366,14 @@ fn budget_drops_candidates_and_names_them() {
     assert!(stderr.contains("network ") && stderr.contains("probed in "), "{stderr}");
     assert!(stdout.contains("--budget dropped "), "{stdout}");
     assert!(stdout.contains("efficientnet_lite0 L6,7,8 gaussian"), "{stdout}");
-    ws.anodet(&["tune", "--data", "data", "--category", "wood", "--budget", "0"])
-        .fails_with(&["--budget", "positive"]);
+    tune_wood(&ws, &["--budget", "0"]).fails_with(&["--budget", "positive"]);
 }
 
 #[test]
 fn bad_input_is_one_line_naming_the_problem() {
     let ws = Workspace::with_images(6, 2, 4);
     let write = |name: &str, text: &str| std::fs::write(ws.path().join(name), text).unwrap();
-    let tune =
-        |grid: &str| ws.anodet(&["tune", "--data", "data", "--category", "wood", "--grid", grid]);
+    let tune = |grid: &str| tune_wood(&ws, &["--grid", grid]);
     write("empty.toml", "");
     tune("empty.toml").fails_with(&["empty.toml", "line 1", "empty grid file"]);
     write("bad.toml", "[[candidates]]\nscorer = \"knn\"\nborder = -1\n");
@@ -440,8 +385,13 @@ fn bad_input_is_one_line_naming_the_problem() {
         "candidate 1: backbone efficientnet_lite9 is not installed",
         "scripts/export_backbone.py efficientnet_lite9",
     ]);
+    // An ensemble's members are checked too.
+    write(
+        "member.toml",
+        "[[candidates]]\nlevels = \"7\"\n[[candidates]]\nscorer = \"ensemble\"\nmembers = [\"knn\", \"gaussian@efficientnet_lite9\"]\n",
+    );
+    tune("member.toml").fails_with(&["candidate 2: backbone efficientnet_lite9 is not installed"]);
     // 8 good images: 3 outer × 3 inner folds need 18.
-    ws.anodet(&["tune", "--data", "data", "--category", "wood"])
-        .fails_with(&["8 good images", "need at least 18"]);
+    tune_wood(&ws, &[]).fails_with(&["8 good images", "need at least 18"]);
     assert!(ws.run_files().iter().all(|f| !f.to_string_lossy().contains("tune")));
 }
