@@ -31,7 +31,8 @@ pub struct TuneArgs {
     /// Folder holding the categories.
     #[arg(long, default_value = "data", value_name = "DIR")]
     pub data: PathBuf,
-    /// Candidate list, TOML or JSON (see README, tune). Default: efficientnet_lite0/1/2 where
+    /// Candidate list, TOML or JSON (see README, tune); a candidate's scorer is gaussian, knn or
+    /// ensemble (members as --member takes them). Default: efficientnet_lite0/1/2 where
     /// installed × {gaussian on levels 7, 6-8, 5-9; knn on 6,7 with border 1 and 0}, aspect
     /// squash (and keep where images are not square), native size.
     #[arg(long, value_name = "FILE")]
