@@ -41,6 +41,13 @@ fn tune_wood(ws: &Workspace, args: &[&str]) -> common::Run {
     ws.anodet(&all)
 }
 
+/// `anodet eval` on the workspace's wood category, `args` added.
+fn eval_wood(ws: &Workspace, args: &[&str]) -> common::Run {
+    let mut all = vec!["eval", "--data", "data", "--category", "wood"];
+    all.extend_from_slice(args);
+    ws.anodet(&all)
+}
+
 /// The `fit_flags` of the tune.json in `tune_dir`.
 fn fit_flags(ws: &Workspace, tune_dir: &str) -> Vec<String> {
     let text = std::fs::read_to_string(ws.path().join(tune_dir).join("tune.json")).unwrap();
@@ -166,8 +173,7 @@ fn a_one_candidate_grid_gives_exactly_evals_figures() {
     let ws = Workspace::with_images(20, 4, 4);
     std::fs::write(ws.path().join("grid.json"), r#"{"candidates": [{"levels": "6-8"}]}"#).unwrap();
     tune_wood(&ws, &["--grid", "grid.json", "--out", "t"]).ok();
-    ws.anodet(&["eval", "--data", "data", "--category", "wood", "--levels", "6-8", "--out", "e"])
-        .ok();
+    eval_wood(&ws, &["--levels", "6-8", "--out", "e"]).ok();
     let read = |p: &str| std::fs::read_to_string(ws.path().join(p)).unwrap();
     assert_eq!(read("t/scores.csv"), read("e/scores.csv"));
     let tuned: serde_json::Value = serde_json::from_str(&read("t/metrics.json")).unwrap();
@@ -180,21 +186,7 @@ fn a_one_candidate_grid_gives_exactly_evals_figures() {
 
     // --repeats 2: the second seed's nested figures are eval's at that seed.
     tune_wood(&ws, &["--grid", "grid.json", "--repeats", "2", "--no-report", "--out", "t2"]).ok();
-    ws.anodet(&[
-        "eval",
-        "--data",
-        "data",
-        "--category",
-        "wood",
-        "--levels",
-        "6-8",
-        "--seed",
-        "1",
-        "--no-report",
-        "--out",
-        "e1",
-    ])
-    .ok();
+    eval_wood(&ws, &["--levels", "6-8", "--seed", "1", "--no-report", "--out", "e1"]).ok();
     let repeated: serde_json::Value = serde_json::from_str(&read("t2/tune.json")).unwrap();
     let seed1: serde_json::Value = serde_json::from_str(&read("e1/metrics.json")).unwrap();
     let repeats = repeated["repeats"].as_array().unwrap();
@@ -227,23 +219,8 @@ fn knn_candidates_sharing_a_fit_give_each_evals_figures() {
     assert_eq!(candidates.len(), 3);
     for border in ["1", "0"] {
         let out = format!("e{border}");
-        ws.anodet(&[
-            "eval",
-            "--data",
-            "data",
-            "--category",
-            "wood",
-            "--scorer",
-            "knn",
-            "--coreset",
-            "0.5",
-            "--border",
-            border,
-            "--no-report",
-            "--out",
-            &out,
-        ])
-        .ok();
+        let knn = ["--scorer", "knn", "--coreset", "0.5", "--border", border];
+        eval_wood(&ws, &[&knn[..], &["--no-report", "--out", &out]].concat()).ok();
         let eval: serde_json::Value =
             serde_json::from_str(&read(&format!("{out}/metrics.json"))).unwrap();
         let label = format!("knn(coreset 0.5, border {border})");
@@ -269,24 +246,11 @@ fn an_ensemble_candidate_gives_evals_figures_and_fits_by_its_flags() {
     let run = tune_wood(&ws, &["--grid", "grid.toml", "--no-report", "--out", "t"]);
     let stdout = run.ok();
     assert!(stdout.contains("ensemble[efficientnet_lite0 L7 gaussian + efficientnet_lite0 L6,7 knn(coreset 0.5, border 1)]"), "{stdout}");
-    ws.anodet(&[
-        "eval",
-        "--data",
-        "data",
-        "--category",
-        "wood",
-        "--scorer",
-        "ensemble",
-        "--member",
-        "gaussian:7",
-        "--member",
-        "knn:6,7",
-        "--coreset",
-        "0.5",
-        "--no-report",
-        "--out",
-        "e",
-    ])
+    let members = ["--member", "gaussian:7", "--member", "knn:6,7", "--coreset", "0.5"];
+    eval_wood(
+        &ws,
+        &[&["--scorer", "ensemble"][..], &members, &["--no-report", "--out", "e"]].concat(),
+    )
     .ok();
     let read = |p: &str| std::fs::read_to_string(ws.path().join(p)).unwrap();
     let tuned: serde_json::Value = serde_json::from_str(&read("t/tune.json")).unwrap();
