@@ -275,14 +275,16 @@ fn family_split(
         .chain(planned_before.iter().map(|p| &p.lead))
         .flat_map(reads)
         .collect();
-    // Each read: free when an earlier family left its features in the cache; otherwise the
-    // longest pass measured on the same input by a single scorer (an ensemble's time is its
-    // members' together), else the probe's.
-    let network_seconds = reads(lead)
+    // Each read: free when an earlier family, or an earlier member of the same ensemble, left
+    // its features in the cache; otherwise the longest pass measured on the same input by a
+    // single scorer (an ensemble's time is its members' together), else the probe's.
+    let own = reads(lead);
+    let network_seconds = own
         .iter()
         .zip(&next.pass_seconds)
-        .map(|(read, &probed)| {
-            if earlier.iter().any(|e| leaves_features_for(e, read)) {
+        .enumerate()
+        .map(|(j, (read, &probed))| {
+            if earlier.iter().chain(&own[..j]).any(|e| leaves_features_for(e, read)) {
                 return 0.0;
             }
             let same_input = |d: &&FamilyCost| {
@@ -461,6 +463,12 @@ mod tests {
         }
     }
 
+    /// Swaps an ensemble's two members.
+    fn params_swap(prior: &mut FamilyPrior) {
+        let ScorerSpec::Ensemble(params) = &mut prior.lead.scorer else { unreachable!() };
+        params.members.swap(0, 1);
+    }
+
     #[test]
     fn an_ensemble_costs_its_members_with_their_cross_fitting() {
         let shape = FeatureShape::Pooled { widths: vec![100] };
@@ -500,6 +508,18 @@ mod tests {
         // single pass's.
         let done = [done.to_vec(), vec![cost(&both, 300.0, 1500.0)]].concat();
         assert_eq!(family_split(&both, &[], &done), (0.0, 1500.0));
+        // Within one ensemble, a knn member's pass leaves the pooled features a later Gaussian
+        // member on the same backbone reads (not the other way round).
+        let mut mixed = both.clone();
+        let ScorerSpec::Ensemble(params) = &mut mixed.lead.scorer else { unreachable!() };
+        params.members[1] = MemberSpec {
+            backbone: "efficientnet_lite0".into(),
+            levels: Levels::new(vec![7]).unwrap(),
+            scorer: ScorerSpec::Gaussian,
+        };
+        assert_eq!(family_split(&mixed, &[], &[]).0, 40.0);
+        params_swap(&mut mixed);
+        assert_eq!(family_split(&mixed, &[], &[]).0, 100.0);
         let mut lite2 = prior(candidate("efficientnet_lite2", knn(), Aspect::Squash), 80.0, 10.0);
         lite2.lead.levels = Levels::new(vec![7]).unwrap();
         assert_eq!(family_split(&lite2, &[], &done).0, 80.0);
