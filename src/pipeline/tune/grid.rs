@@ -81,7 +81,7 @@ impl TryFrom<RawEntry> for Entry {
         if raw.members.is_some() && scorer_name != "ensemble" {
             return Err("members: apply to scorer \"ensemble\" only".into());
         }
-        let mut backbone = raw.backbone.clone();
+        let mut backbone = raw.backbone;
         let scorer = match scorer_name {
             "gaussian" if knn_given => {
                 return Err("coreset/border: apply to scorer \"knn\" or \"ensemble\" only".into());
@@ -99,19 +99,19 @@ impl TryFrom<RawEntry> for Entry {
                     return Err("members: an ensemble needs at least one member".into());
                 }
                 // Members without `@BACKBONE` take the candidate's backbone; without one, the
-                // first member's (or the default).
-                let run_backbone = backbone.clone().unwrap_or_else(|| {
-                    texts[0]
-                        .split_once('@')
-                        .map(|(_, b)| b.trim().to_string())
-                        .filter(|b| !b.is_empty())
-                        .unwrap_or_else(|| DEFAULT_BACKBONE.into())
-                });
+                // first member's (itself the default when it names none).
+                let parse = |text: &String, backbone: &str| {
+                    MemberSpec::parse(text, &knn, backbone)
+                        .map_err(|e| format!("members: {}", problem(&e)))
+                };
+                let run_backbone = match backbone {
+                    Some(given) => given,
+                    None => parse(&texts[0], DEFAULT_BACKBONE)?.backbone,
+                };
                 let members = texts
                     .iter()
-                    .map(|text| MemberSpec::parse(text, &knn, &run_backbone))
-                    .collect::<Result<Vec<_>>>()
-                    .map_err(|e| format!("members: {}", problem(&e)))?;
+                    .map(|text| parse(text, &run_backbone))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
                 let params = EnsembleParams::new(members);
                 params.check().map_err(|e| format!("members: {}", problem(&e)))?;
                 backbone = Some(run_backbone);
