@@ -34,16 +34,9 @@ fn candidate(levels: &[u8], scorer: ScorerSpec) -> Candidate {
     }
 }
 
-/// `anodet tune` on the workspace's wood category, `args` added.
-fn tune_wood(ws: &Workspace, args: &[&str]) -> common::Run {
-    let mut all = vec!["tune", "--data", "data", "--category", "wood"];
-    all.extend_from_slice(args);
-    ws.anodet(&all)
-}
-
-/// `anodet eval` on the workspace's wood category, `args` added.
-fn eval_wood(ws: &Workspace, args: &[&str]) -> common::Run {
-    let mut all = vec!["eval", "--data", "data", "--category", "wood"];
+/// `anodet VERB` (tune, eval, fit) on the workspace's wood category, `args` added.
+fn on_wood(ws: &Workspace, verb: &str, args: &[&str]) -> common::Run {
+    let mut all = vec![verb, "--data", "data", "--category", "wood"];
     all.extend_from_slice(args);
     ws.anodet(&all)
 }
@@ -59,23 +52,12 @@ fn fit_flags(ws: &Workspace, tune_dir: &str) -> Vec<String> {
 /// `fit_flags` given by hand (into runs/hand); both must store the same model and score alike.
 /// Returns both runs' model.json.
 fn fit_tuned_and_by_hand(ws: &Workspace, tune_dir: &str) -> (serde_json::Value, serde_json::Value) {
-    let fitted = ws.anodet(&[
-        "fit",
-        "--data",
-        "data",
-        "--category",
-        "wood",
-        "--tuned",
-        tune_dir,
-        "--out",
-        "runs/tuned",
-    ]);
+    let fitted = on_wood(ws, "fit", &["--tuned", tune_dir, "--out", "runs/tuned"]);
     assert!(fitted.ok().contains("pipeline chosen by tune"));
     let flags = fit_flags(ws, tune_dir);
-    let mut by_hand: Vec<&str> =
-        vec!["fit", "--data", "data", "--category", "wood", "--out", "runs/hand"];
+    let mut by_hand: Vec<&str> = vec!["--out", "runs/hand"];
     by_hand.extend(flags.iter().map(String::as_str));
-    ws.anodet(&by_hand).ok();
+    on_wood(ws, "fit", &by_hand).ok();
     let bytes = |p: &str| std::fs::read(ws.path().join(p)).unwrap();
     assert_eq!(bytes("runs/tuned/model.safetensors"), bytes("runs/hand/model.safetensors"));
     let score = |run: &str| {
@@ -172,8 +154,8 @@ fn no_outer_test_image_reaches_an_inner_fit_or_ranking() {
 fn a_one_candidate_grid_gives_exactly_evals_figures() {
     let ws = Workspace::with_images(20, 4, 4);
     std::fs::write(ws.path().join("grid.json"), r#"{"candidates": [{"levels": "6-8"}]}"#).unwrap();
-    tune_wood(&ws, &["--grid", "grid.json", "--out", "t"]).ok();
-    eval_wood(&ws, &["--levels", "6-8", "--out", "e"]).ok();
+    on_wood(&ws, "tune", &["--grid", "grid.json", "--out", "t"]).ok();
+    on_wood(&ws, "eval", &["--levels", "6-8", "--out", "e"]).ok();
     let read = |p: &str| std::fs::read_to_string(ws.path().join(p)).unwrap();
     assert_eq!(read("t/scores.csv"), read("e/scores.csv"));
     let tuned: serde_json::Value = serde_json::from_str(&read("t/metrics.json")).unwrap();
@@ -185,8 +167,9 @@ fn a_one_candidate_grid_gives_exactly_evals_figures() {
     assert!(tuned["outer"]["auc"].as_f64().is_some());
 
     // --repeats 2: the second seed's nested figures are eval's at that seed.
-    tune_wood(&ws, &["--grid", "grid.json", "--repeats", "2", "--no-report", "--out", "t2"]).ok();
-    eval_wood(&ws, &["--levels", "6-8", "--seed", "1", "--no-report", "--out", "e1"]).ok();
+    on_wood(&ws, "tune", &["--grid", "grid.json", "--repeats", "2", "--no-report", "--out", "t2"])
+        .ok();
+    on_wood(&ws, "eval", &["--levels", "6-8", "--seed", "1", "--no-report", "--out", "e1"]).ok();
     let repeated: serde_json::Value = serde_json::from_str(&read("t2/tune.json")).unwrap();
     let seed1: serde_json::Value = serde_json::from_str(&read("e1/metrics.json")).unwrap();
     let repeats = repeated["repeats"].as_array().unwrap();
@@ -210,7 +193,7 @@ fn knn_candidates_sharing_a_fit_give_each_evals_figures() {
                            {"scorer": "knn", "coreset": 0.5, "border": 0}]}"#,
     )
     .unwrap();
-    let run = tune_wood(&ws, &["--grid", "grid.json", "--no-report", "--out", "t"]);
+    let run = on_wood(&ws, "tune", &["--grid", "grid.json", "--no-report", "--out", "t"]);
     run.ok();
     assert!(run.stderr().contains("candidates 1, 3 share one fit"), "{}", run.stderr());
     let read = |p: &str| std::fs::read_to_string(ws.path().join(p)).unwrap();
@@ -220,7 +203,7 @@ fn knn_candidates_sharing_a_fit_give_each_evals_figures() {
     for border in ["1", "0"] {
         let out = format!("e{border}");
         let knn = ["--scorer", "knn", "--coreset", "0.5", "--border", border];
-        eval_wood(&ws, &[&knn[..], &["--no-report", "--out", &out]].concat()).ok();
+        on_wood(&ws, "eval", &[&knn[..], &["--no-report", "--out", &out]].concat()).ok();
         let eval: serde_json::Value =
             serde_json::from_str(&read(&format!("{out}/metrics.json"))).unwrap();
         let label = format!("knn(coreset 0.5, border {border})");
@@ -243,12 +226,13 @@ fn an_ensemble_candidate_gives_evals_figures_and_fits_by_its_flags() {
         "[[candidates]]\nscorer = \"ensemble\"\nmembers = [\"gaussian:7\", \"knn:6,7\"]\ncoreset = 0.5\n",
     )
     .unwrap();
-    let run = tune_wood(&ws, &["--grid", "grid.toml", "--no-report", "--out", "t"]);
+    let run = on_wood(&ws, "tune", &["--grid", "grid.toml", "--no-report", "--out", "t"]);
     let stdout = run.ok();
     assert!(stdout.contains("ensemble[efficientnet_lite0 L7 gaussian + efficientnet_lite0 L6,7 knn(coreset 0.5, border 1)]"), "{stdout}");
     let members = ["--member", "gaussian:7", "--member", "knn:6,7", "--coreset", "0.5"];
-    eval_wood(
+    on_wood(
         &ws,
+        "eval",
         &[&["--scorer", "ensemble"][..], &members, &["--no-report", "--out", "e"]].concat(),
     )
     .ok();
@@ -270,7 +254,7 @@ fn an_ensemble_candidate_gives_evals_figures_and_fits_by_its_flags() {
 fn synthetic_choice_is_said_and_fit_tuned_refits_exactly_the_choice() {
     // 6 real defects (< --min-defects 10): tune paints its own.
     let ws = Workspace::with_images(30, 6, 2);
-    let stdout = tune_wood(&ws, &["--out", "t"]).ok();
+    let stdout = on_wood(&ws, "tune", &["--out", "t"]).ok();
     assert!(stdout.contains("SYNTHETIC DEFECTS"), "{stdout}");
     assert!(stdout.contains("what to expect on new parts"), "{stdout}");
     let tune_json: serde_json::Value =
@@ -314,13 +298,13 @@ fn synthetic_choice_is_said_and_fit_tuned_refits_exactly_the_choice() {
     }
 
     // Without synthetic defects there is nothing to choose with.
-    tune_wood(&ws, &["--no-synthetic"]).fails_with(&["--no-synthetic", "6 defective images"]);
+    on_wood(&ws, "tune", &["--no-synthetic"]).fails_with(&["--no-synthetic", "6 defective images"]);
 }
 
 #[test]
 fn budget_drops_candidates_and_names_them() {
     let ws = Workspace::with_images(20, 4, 4);
-    let run = tune_wood(&ws, &["--budget", "0.0001", "--out", "t"]);
+    let run = on_wood(&ws, "tune", &["--budget", "0.0001", "--out", "t"]);
     let stdout = run.ok();
     // The estimate comes before the first candidate, from the probe.
     let stderr = run.stderr();
@@ -330,14 +314,14 @@ fn budget_drops_candidates_and_names_them() {
     assert!(stderr.contains("network ") && stderr.contains("probed in "), "{stderr}");
     assert!(stdout.contains("--budget dropped "), "{stdout}");
     assert!(stdout.contains("efficientnet_lite0 L6,7,8 gaussian"), "{stdout}");
-    tune_wood(&ws, &["--budget", "0"]).fails_with(&["--budget", "positive"]);
+    on_wood(&ws, "tune", &["--budget", "0"]).fails_with(&["--budget", "positive"]);
 }
 
 #[test]
 fn bad_input_is_one_line_naming_the_problem() {
     let ws = Workspace::with_images(6, 2, 4);
     let write = |name: &str, text: &str| std::fs::write(ws.path().join(name), text).unwrap();
-    let tune = |grid: &str| tune_wood(&ws, &["--grid", grid]);
+    let tune = |grid: &str| on_wood(&ws, "tune", &["--grid", grid]);
     write("empty.toml", "");
     tune("empty.toml").fails_with(&["empty.toml", "line 1", "empty grid file"]);
     write("bad.toml", "[[candidates]]\nscorer = \"knn\"\nborder = -1\n");
@@ -356,6 +340,6 @@ fn bad_input_is_one_line_naming_the_problem() {
     );
     tune("member.toml").fails_with(&["candidate 2: backbone efficientnet_lite9 is not installed"]);
     // 8 good images: 3 outer × 3 inner folds need 18.
-    tune_wood(&ws, &[]).fails_with(&["8 good images", "need at least 18"]);
+    on_wood(&ws, "tune", &[]).fails_with(&["8 good images", "need at least 18"]);
     assert!(ws.run_files().iter().all(|f| !f.to_string_lossy().contains("tune")));
 }
