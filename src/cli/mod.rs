@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 
 use anodet::backbone::{DeviceSpec, Levels, Precision};
 use anodet::data::image::{Aspect, InputSize};
+use anodet::scorer::nearest::{set_search_precision, SearchPrecision};
 use anodet::scorer::{EnsembleParams, KnnParams, MemberSpec, ScorerSpec, SubspaceParams};
 
 const EXIT_CODES: &str = "EXIT STATUS:\n  0  success\n  1  (score) at least one image is anomalous\n  2  error (bad input, bad flags, missing model…)";
@@ -270,8 +271,15 @@ impl From<AspectArg> for Aspect {
 }
 
 impl RuntimeArgs {
-    /// The runtime without a feature cache (scoring new images).
+    /// The runtime without a feature cache (scoring new images). Also sets the process's patch
+    /// search precision: `--precision fp32` asks for float32 products there too, `bf16` for bf16
+    /// ones; otherwise bf16 where the CPU has bf16 units.
     pub fn runtime(&self) -> anodet::pipeline::Runtime {
+        set_search_precision(match self.precision {
+            Precision::Fp32 => Some(SearchPrecision::Fp32),
+            Precision::Bf16 => Some(SearchPrecision::Bf16),
+            Precision::Auto | Precision::Fp16 => None,
+        });
         anodet::pipeline::Runtime {
             models_dir: self.models.clone().unwrap_or_else(anodet::pipeline::default_models_dir),
             device: self.device,

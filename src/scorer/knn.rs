@@ -6,7 +6,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::nearest::{nearest_distances, partitioned_coreset, row_norms};
+use super::nearest::{partitioned_coreset, search_precision, SearchBank};
 use super::{
     other_fit, Embeddings, FittedScorer, PositionMap, Scorer, ScorerSpec, StoredTensor, TensorData,
 };
@@ -152,19 +152,18 @@ fn coreset_parts(offsets: &[usize], part_rows: usize) -> Vec<std::ops::Range<i64
 pub struct KnnModel {
     params: KnnParams,
     levels: Levels,
-    /// bank entries × dimensions (float, CPU).
-    bank: Tensor,
-    bank_norms: Tensor,
+    /// bank entries × dimensions (float, CPU), ready for search.
+    bank: SearchBank,
 }
 
 impl KnnModel {
     fn new(params: KnnParams, levels: Levels, bank: Tensor) -> Result<Self> {
-        let bank = bank.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
+        let bank = bank.to_kind(Kind::Float).to_device(Device::Cpu);
         if bank.size().len() != 2 || bank.size()[0] == 0 {
             return Err(Error::numeric("knn model", "the memory bank is empty"));
         }
-        let bank_norms = row_norms(&bank);
-        Ok(KnnModel { params, levels, bank, bank_norms })
+        let bank = SearchBank::new(bank, search_precision(Device::Cpu))?;
+        Ok(KnnModel { params, levels, bank })
     }
 
     /// The same model, sharing its tensors.
@@ -172,14 +171,13 @@ impl KnnModel {
         KnnModel {
             params: self.params.clone(),
             levels: self.levels.clone(),
-            bank: self.bank.shallow_clone(),
-            bank_norms: self.bank_norms.shallow_clone(),
+            bank: self.bank.share(),
         }
     }
 
     /// Whether `other` is this model or a [`share`](Self::share) of it.
     pub fn is_shared_with(&self, other: &KnnModel) -> bool {
-        self.bank.data_ptr() == other.bank.data_ptr() && self.params == other.params
+        self.bank.rows().data_ptr() == other.bank.rows().data_ptr() && self.params == other.params
     }
 
     pub fn params(&self) -> &KnnParams {
@@ -192,12 +190,12 @@ impl KnnModel {
 
     /// Bank entries.
     pub fn bank_rows(&self) -> usize {
-        self.bank.size()[0] as usize
+        self.bank.rows().size()[0] as usize
     }
 
     /// Values per entry.
     pub fn dim(&self) -> usize {
-        self.bank.size()[1] as usize
+        self.bank.rows().size()[1] as usize
     }
 
     /// Bank size in bytes.
@@ -207,7 +205,7 @@ impl KnnModel {
 
     /// Distance of each row of `positions` (rows × dim) to its nearest bank entry.
     pub fn position_scores(&self, positions: &Tensor) -> Result<Tensor> {
-        nearest_distances(positions, &self.bank, &self.bank_norms)
+        self.bank.nearest(positions)
     }
 
     /// The image score from an image's position scores on an `h × w` grid.
@@ -334,7 +332,8 @@ impl FittedScorer for KnnModel {
     }
 
     fn tensors(&self) -> Vec<StoredTensor> {
-        let values = Vec::<f32>::try_from(self.bank.contiguous().view(-1)).unwrap_or_default();
+        let values =
+            Vec::<f32>::try_from(self.bank.rows().contiguous().view(-1)).unwrap_or_default();
         vec![StoredTensor {
             name: BANK_TENSOR.into(),
             shape: vec![self.bank_rows(), self.dim()],

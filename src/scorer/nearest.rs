@@ -1,8 +1,17 @@
 //! Nearest-neighbour distances and greedy k-center coresets, as batched matrix products on
 //! libtorch (‖a‖² − 2ab + ‖b‖²), in chunks so memory stays bounded whatever the bank size.
+//!
+//! On a CPU with bf16 units the products run in bfloat16 (about four times float32's rate
+//! there): the search keeps each query's few nearest candidates by the bf16 products and then
+//! measures those candidates' distances exactly in float32, so the distances returned are true
+//! distances to bank rows; the coreset selection ranks its rows by bf16 products.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
 
 use tch::{Device, Kind, Tensor};
 
+use crate::backbone::precision::cpu_has_bf16;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
@@ -12,39 +21,132 @@ const QUERY_CHUNK: i64 = 1024;
 /// under glibc's 32 MiB mapping threshold, so the buffer is reused instead of being mapped,
 /// faulted in and unmapped for every chunk pair.
 const BANK_CHUNK: i64 = 4096;
+/// Bank rows per chunk of the bf16 search: the same 16 MiB of (two-byte) products.
+const BANK_CHUNK_BF16: i64 = 8192;
+/// Candidates per query that the bf16 search measures exactly. bf16 keeps 8 significant bits, so
+/// the bf16 order of near rows can differ from the exact one; the exact nearest row has to be
+/// among this many by the rounded products (tests and the measured miss rate in the README).
+const BF16_CANDIDATES: i64 = 8;
 
 fn torch(context: &'static str) -> impl Fn(tch::TchError) -> Error {
     move |e| Error::torch(context, e)
 }
 
-/// Euclidean distance from each row of `queries` (q × d) to its nearest row of `bank` (m × d),
-/// with the bank's squared norms precomputed (`bank_norms`, m). Returns q distances (float).
-pub fn nearest_distances(queries: &Tensor, bank: &Tensor, bank_norms: &Tensor) -> Result<Tensor> {
-    let (q, d) = (queries.size()[0], queries.size()[1]);
-    let (m, bank_d) = (bank.size()[0], bank.size()[1]);
-    if d != bank_d {
-        return Err(Error::numeric(
-            "nearest neighbour",
-            format!("queries have {d} values, the memory bank {bank_d}"),
-        ));
+/// How the patch search and the coreset selection multiply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchPrecision {
+    /// float32 products throughout.
+    Fp32,
+    /// bfloat16 products; the search re-measures its nearest candidates in float32.
+    Bf16,
+}
+
+/// 0: not set (bf16 where the CPU has bf16 units), 1: fp32, 2: bf16.
+static SEARCH_PRECISION: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the precision of every later search and coreset selection in this process (`None`: bf16
+/// where the CPU has bf16 units, else fp32). Process-wide like libtorch's thread count: the CLI
+/// sets it once from `--precision`.
+pub fn set_search_precision(precision: Option<SearchPrecision>) {
+    let code = match precision {
+        None => 0,
+        Some(SearchPrecision::Fp32) => 1,
+        Some(SearchPrecision::Bf16) => 2,
+    };
+    SEARCH_PRECISION.store(code, Ordering::Relaxed);
+}
+
+/// The precision searches on `device` use now: bf16 only on the CPU (CUDA's float32 products are
+/// fast enough, and bf16 there is untested).
+pub fn search_precision(device: Device) -> SearchPrecision {
+    static CPU_BF16: OnceLock<bool> = OnceLock::new();
+    if device != Device::Cpu {
+        return SearchPrecision::Fp32;
     }
-    if m == 0 {
-        return Err(Error::numeric("nearest neighbour", "the memory bank is empty"));
+    match SEARCH_PRECISION.load(Ordering::Relaxed) {
+        1 => SearchPrecision::Fp32,
+        2 => SearchPrecision::Bf16,
+        _ if *CPU_BF16.get_or_init(cpu_has_bf16) => SearchPrecision::Bf16,
+        _ => SearchPrecision::Fp32,
     }
-    let queries = queries.to_kind(Kind::Float).to_device(bank.device());
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    while start < q {
-        let length = QUERY_CHUNK.min(q - start);
-        let block = queries.narrow(0, start, length);
-        let block_norms = (&block * &block).sum_dim_intlist(1, false, Kind::Float);
-        let scaled = &block * -2.0;
+}
+
+/// A memory bank prepared for nearest-neighbour search: float32 rows and their squared norms,
+/// and for bf16 search their bfloat16 copies.
+pub struct SearchBank {
+    rows: Tensor,
+    norms: Tensor,
+    /// bf16 rows and squared norms (bf16 search only).
+    low: Option<(Tensor, Tensor)>,
+}
+
+impl SearchBank {
+    /// Prepares `rows` (m × d, float) for searches at `precision`.
+    pub fn new(rows: Tensor, precision: SearchPrecision) -> Result<SearchBank> {
+        let rows = rows.to_kind(Kind::Float).contiguous();
+        if rows.size().len() != 2 || rows.size()[0] == 0 {
+            return Err(Error::numeric("nearest neighbour", "the memory bank is empty"));
+        }
+        let norms = row_norms(&rows);
+        let low = (precision == SearchPrecision::Bf16)
+            .then(|| (rows.to_kind(Kind::BFloat16), norms.to_kind(Kind::BFloat16)));
+        Ok(SearchBank { rows, norms, low })
+    }
+
+    /// The bank rows (float).
+    pub fn rows(&self) -> &Tensor {
+        &self.rows
+    }
+
+    /// The same bank, sharing its tensors.
+    pub fn share(&self) -> SearchBank {
+        SearchBank {
+            rows: self.rows.shallow_clone(),
+            norms: self.norms.shallow_clone(),
+            low: self.low.as_ref().map(|(r, n)| (r.shallow_clone(), n.shallow_clone())),
+        }
+    }
+
+    /// Euclidean distance from each row of `queries` (q × d) to its nearest bank row; q
+    /// distances (float, CPU).
+    pub fn nearest(&self, queries: &Tensor) -> Result<Tensor> {
+        let (d, bank_d) = (queries.size()[1], self.rows.size()[1]);
+        if d != bank_d {
+            return Err(Error::numeric(
+                "nearest neighbour",
+                format!("queries have {d} values, the memory bank {bank_d}"),
+            ));
+        }
+        let queries = queries.to_kind(Kind::Float).to_device(self.rows.device());
+        let q = queries.size()[0];
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        while start < q {
+            let length = QUERY_CHUNK.min(q - start);
+            let block = queries.narrow(0, start, length);
+            chunks.push(match &self.low {
+                Some((rows, norms)) => self.nearest_by_bf16(&block, rows, norms)?,
+                None => self.nearest_exact(&block)?,
+            });
+            start += length;
+        }
+        if chunks.is_empty() {
+            return Ok(Tensor::zeros([0], (Kind::Float, Device::Cpu)));
+        }
+        Ok(Tensor::cat(&chunks, 0).to_device(Device::Cpu))
+    }
+
+    /// float32 products against the whole bank.
+    fn nearest_exact(&self, block: &Tensor) -> Result<Tensor> {
+        let m = self.rows.size()[0];
+        let block_norms = row_norms(block);
+        let scaled = block * -2.0;
         let mut best: Option<Tensor> = None;
         let mut bank_start = 0;
         while bank_start < m {
             let bank_length = BANK_CHUNK.min(m - bank_start);
-            let rows = bank.narrow(0, bank_start, bank_length);
-            let norms = bank_norms.narrow(0, bank_start, bank_length);
+            let rows = self.rows.narrow(0, bank_start, bank_length);
+            let norms = self.norms.narrow(0, bank_start, bank_length);
             // ‖b‖² − 2ab in one fused product per chunk pair; ‖a‖² is the same for every bank
             // row, so it is added after the minimum.
             let partial = norms
@@ -58,15 +160,61 @@ pub fn nearest_distances(queries: &Tensor, bank: &Tensor, bank_norms: &Tensor) -
             });
             bank_start += bank_length;
         }
-        if let Some(best) = best {
-            chunks.push((best + &block_norms).clamp_min(0.0).sqrt());
+        let best = best.ok_or_else(|| Error::numeric("nearest neighbour", "empty bank"))?;
+        Ok((best + &block_norms).clamp_min(0.0).sqrt())
+    }
+
+    /// bf16 products pick each query's [`BF16_CANDIDATES`] nearest rows; their distances are
+    /// then measured exactly (the difference vectors, in float32) and the smallest kept.
+    fn nearest_by_bf16(
+        &self,
+        block: &Tensor,
+        low_rows: &Tensor,
+        low_norms: &Tensor,
+    ) -> Result<Tensor> {
+        let m = self.rows.size()[0];
+        let keep = BF16_CANDIDATES.min(m);
+        // ×(−2) is exact in bf16.
+        let scaled = block.to_kind(Kind::BFloat16) * -2.0;
+        let mut best: Option<(Tensor, Tensor)> = None;
+        let mut bank_start = 0;
+        while bank_start < m {
+            let bank_length = BANK_CHUNK_BF16.min(m - bank_start);
+            let rows = low_rows.narrow(0, bank_start, bank_length);
+            let norms = low_norms.narrow(0, bank_start, bank_length);
+            let approximate = norms
+                .unsqueeze(0)
+                .f_addmm(&scaled, &rows.tr())
+                .map_err(torch("nearest neighbour"))?;
+            let (values, indices) = approximate.topk(keep.min(bank_length), 1, false, false);
+            let indices = indices + bank_start;
+            best = Some(match best {
+                // The nearest `keep` of the candidates so far and this chunk's.
+                Some((kept_values, kept_indices)) => {
+                    let values = Tensor::cat(&[kept_values, values], 1);
+                    let indices = Tensor::cat(&[kept_indices, indices], 1);
+                    let (values, order) = values.topk(keep, 1, false, false);
+                    (values, indices.gather(1, &order, false))
+                }
+                None => (values, indices),
+            });
+            bank_start += bank_length;
         }
-        start += length;
+        let (_, candidates) =
+            best.ok_or_else(|| Error::numeric("nearest neighbour", "empty bank"))?;
+        let (q, count) = (candidates.size()[0], candidates.size()[1]);
+        let d = self.rows.size()[1];
+        let gathered = self.rows.index_select(0, &candidates.reshape([-1])).view([q, count, d]);
+        let squared =
+            (gathered - block.unsqueeze(1)).square().sum_dim_intlist(2, false, Kind::Float);
+        Ok(squared.amin(&[1i64][..], false).sqrt())
     }
-    if chunks.is_empty() {
-        return Ok(Tensor::zeros([0], (Kind::Float, Device::Cpu)));
-    }
-    Ok(Tensor::cat(&chunks, 0).to_device(Device::Cpu))
+}
+
+/// Euclidean distance from each row of `queries` (q × d) to its nearest row of `bank` (m × d),
+/// at the process's [`search_precision`]. Returns q distances (float).
+pub fn nearest_distances(queries: &Tensor, bank: &Tensor) -> Result<Tensor> {
+    SearchBank::new(bank.shallow_clone(), search_precision(bank.device()))?.nearest(queries)
 }
 
 /// Squared norms of each row.
@@ -99,7 +247,7 @@ pub fn partitioned_coreset(
     for part in parts.iter().filter(|part| !part.is_empty()) {
         let rows = projected.narrow(0, part.start, part.end - part.start);
         let count = ((rows.size()[0] as f64 * share).ceil() as i64).max(1);
-        let chosen = greedy_in_projection(&rows, count, &mut rng)?;
+        let chosen = greedy_in_projection(&rows, count, &mut rng, search_precision(rows.device()))?;
         selected.extend(chosen.into_iter().map(|i| i + part.start));
     }
     Ok(selected)
@@ -129,18 +277,32 @@ fn project(features: &Tensor, rng: &mut Rng) -> Tensor {
 /// slow on a CPU for banks of 10⁵ rows. Here each round adds a batch of centres: the 4·b rows
 /// farthest from the current centres are candidates, b of them are chosen greedily among the
 /// candidates (distances between candidates included, so a batch never picks near-duplicates),
-/// and the distances of all rows are then updated with one matrix product. With b = 1 this is
-/// exact greedy selection; rounds are sized so that there are at most `MAX_ROUNDS`.
-fn greedy_in_projection(projected: &Tensor, count: i64, rng: &mut Rng) -> Result<Vec<i64>> {
+/// and the distances of all rows are then updated with one matrix product (in bf16 at
+/// [`SearchPrecision::Bf16`]: the farthest rows are ranked by rounded distances, while the
+/// candidates' distances to each other stay float32). With b = 1 this is exact greedy selection;
+/// rounds are sized so that there are at most `MAX_ROUNDS`.
+fn greedy_in_projection(
+    projected: &Tensor,
+    count: i64,
+    rng: &mut Rng,
+    precision: SearchPrecision,
+) -> Result<Vec<i64>> {
     let n = projected.size()[0];
     if count == 0 || n == 0 {
         return Err(Error::numeric("coreset", "nothing to select from"));
     }
     let count = count.min(n);
-    let norms = row_norms(projected);
+    // Centred, distances are unchanged and the products' terms smaller (less cancellation).
+    let projected = projected - projected.mean_dim(&[0i64][..], true, Kind::Float);
+    let norms = row_norms(&projected);
+    let updates = DistanceUpdates::new(&projected, &norms, precision);
     let first = rng.below(n as usize) as i64;
     let mut selected = vec![first];
-    let mut nearest = squared_distances_to(projected, &norms, &[first])?;
+    let mut nearest = updates.to_nearest_of(&[first])?.index_fill(
+        0,
+        &Tensor::from_slice(&[first]).to_device(projected.device()),
+        0.0,
+    );
     let batch = ((count + MAX_ROUNDS - 1) / MAX_ROUNDS).max(1);
     while (selected.len() as i64) < count {
         let take = batch.min(count - selected.len() as i64);
@@ -174,8 +336,11 @@ fn greedy_in_projection(projected: &Tensor, count: i64, rng: &mut Rng) -> Result
             break;
         }
         let chosen: Vec<i64> = chosen_local.iter().map(|&i| indices[i]).collect();
-        let update = squared_distances_to(projected, &norms, &chosen)?;
-        nearest = nearest.minimum(&update);
+        nearest = nearest.minimum(&updates.to_nearest_of(&chosen)?);
+        // A centre is at distance 0 from itself; rounded bf16 products would leave it a little
+        // above, and a dense part could then offer it again.
+        let chosen_index = Tensor::from_slice(&chosen).to_device(nearest.device());
+        nearest = nearest.index_fill(0, &chosen_index, 0.0);
         selected.extend(chosen);
     }
     Ok(selected)
@@ -184,14 +349,40 @@ fn greedy_in_projection(projected: &Tensor, count: i64, rng: &mut Rng) -> Result
 /// At most this many batched rounds in [`greedy_in_projection`].
 const MAX_ROUNDS: i64 = 512;
 
-/// Squared distance of every row to the nearest of the rows `centres`.
-fn squared_distances_to(rows: &Tensor, norms: &Tensor, centres: &[i64]) -> Result<Tensor> {
-    let index = Tensor::from_slice(centres).to_device(rows.device());
-    let centre_rows = rows.index_select(0, &index);
-    let centre_norms = norms.index_select(0, &index);
-    let products = rows.f_mm(&centre_rows.tr()).map_err(torch("coreset"))?;
-    let squared = products * -2.0 + norms.unsqueeze(1) + centre_norms.unsqueeze(0);
-    Ok(squared.amin(&[1i64][..], false).clamp_min(0.0))
+/// Squared distances of all rows to their nearest centre, one matrix product per batch of
+/// centres: centres augmented as (−2c, ‖c‖²) times rows augmented with a 1 give ‖c‖² − 2rc, whose
+/// minimum over the centres plus ‖r‖² is the squared distance. Centres × rows (not rows ×
+/// centres) so that the minimum runs across the product's rows, contiguous and vectorised; a
+/// minimum along rows of a few dozen values took twice the product's time.
+struct DistanceUpdates<'a> {
+    /// Rows with a trailing 1, transposed ((d + 1) × n), at the product precision.
+    augmented: Tensor,
+    rows: &'a Tensor,
+    norms: &'a Tensor,
+    kind: Kind,
+}
+
+impl<'a> DistanceUpdates<'a> {
+    fn new(rows: &'a Tensor, norms: &'a Tensor, precision: SearchPrecision) -> Self {
+        let kind = match precision {
+            SearchPrecision::Fp32 => Kind::Float,
+            SearchPrecision::Bf16 => Kind::BFloat16,
+        };
+        let ones = Tensor::ones([rows.size()[0], 1], (Kind::Float, rows.device()));
+        let augmented = Tensor::cat(&[rows, &ones], 1).to_kind(kind).tr().contiguous();
+        DistanceUpdates { augmented, rows, norms, kind }
+    }
+
+    /// Squared distance of every row to the nearest of the rows `centres` (float).
+    fn to_nearest_of(&self, centres: &[i64]) -> Result<Tensor> {
+        let index = Tensor::from_slice(centres).to_device(self.rows.device());
+        let centre_rows = self.rows.index_select(0, &index);
+        let centre_norms = self.norms.index_select(0, &index).unsqueeze(1);
+        let centres = Tensor::cat(&[centre_rows * -2.0, centre_norms], 1).to_kind(self.kind);
+        let products = centres.f_mm(&self.augmented).map_err(torch("coreset"))?;
+        let nearest = products.amin(&[0i64][..], false).to_kind(Kind::Float);
+        Ok((nearest + self.norms).clamp_min(0.0))
+    }
 }
 
 /// Squared distances between all pairs of `rows`, row-major, on the CPU.
@@ -213,8 +404,8 @@ fn gaussian_sample(rng: &mut Rng) -> f64 {
 /// the centres cover the rows (smaller is better).
 pub fn covering_radius(features: &Tensor, centres: &[i64]) -> Result<f64> {
     let index = Tensor::from_slice(centres).to_device(features.device());
-    let bank = features.index_select(0, &index).to_kind(Kind::Float);
-    let distances = nearest_distances(features, &bank, &row_norms(&bank))?;
+    let bank = SearchBank::new(features.index_select(0, &index), SearchPrecision::Fp32)?;
+    let distances = bank.nearest(features)?;
     Ok(distances.max().double_value(&[]))
 }
 
@@ -225,9 +416,18 @@ mod tests {
     /// Indices of `count` rows of `features` chosen by greedy k-center selection in a random
     /// projection: [`partitioned_coreset`]'s selection within a single part, by count.
     fn greedy_coreset(features: &Tensor, count: usize, seed: u64) -> Result<Vec<i64>> {
+        greedy_coreset_at(search_precision(features.device()), features, count, seed)
+    }
+
+    fn greedy_coreset_at(
+        precision: SearchPrecision,
+        features: &Tensor,
+        count: usize,
+        seed: u64,
+    ) -> Result<Vec<i64>> {
         let mut rng = Rng::new(seed);
         let projected = project(features, &mut rng);
-        greedy_in_projection(&projected, count as i64, &mut rng)
+        greedy_in_projection(&projected, count as i64, &mut rng, precision)
     }
 
     fn random(rows: i64, cols: i64, seed: u64) -> Tensor {
@@ -249,37 +449,69 @@ mod tests {
             .collect()
     }
 
+    const PRECISIONS: [SearchPrecision; 2] = [SearchPrecision::Fp32, SearchPrecision::Bf16];
+
+    fn nearest_at(precision: SearchPrecision, queries: &Tensor, bank: &Tensor) -> Vec<f32> {
+        let bank = SearchBank::new(bank.shallow_clone(), precision).unwrap();
+        Vec::<f32>::try_from(bank.nearest(queries).unwrap()).unwrap()
+    }
+
     #[test]
     fn nearest_matches_brute_force_across_chunks() {
-        // More bank rows than one chunk, more queries than one chunk.
-        let bank = random(BANK_CHUNK + 37, 5, 1);
+        // More bank rows than one chunk at either precision, more queries than one chunk.
+        let bank = random(BANK_CHUNK_BF16 + 37, 5, 1);
         let queries = random(QUERY_CHUNK + 11, 5, 2);
-        let fast = nearest_distances(&queries, &bank, &row_norms(&bank)).unwrap();
-        let fast: Vec<f32> = Vec::<f32>::try_from(fast).unwrap();
-        let slow = brute_force(&queries.narrow(0, 0, 60), &bank);
-        for (f, s) in fast.iter().zip(&slow) {
-            assert!((f - s).abs() <= 1e-3 * s.max(1.0), "{f} vs {s}");
-        }
+        let head = brute_force(&queries.narrow(0, 0, 60), &bank);
         let tail = brute_force(&queries.narrow(0, QUERY_CHUNK, 11), &bank);
-        for (f, s) in fast[QUERY_CHUNK as usize..].iter().zip(&tail) {
-            assert!((f - s).abs() <= 1e-3 * s.max(1.0), "{f} vs {s}");
+        for precision in PRECISIONS {
+            let fast = nearest_at(precision, &queries, &bank);
+            assert_eq!(fast.len(), (QUERY_CHUNK + 11) as usize);
+            let pairs =
+                fast.iter().zip(&head).chain(fast[QUERY_CHUNK as usize..].iter().zip(&tail));
+            for (f, s) in pairs {
+                assert!((f - s).abs() <= 1e-3 * s.max(1.0), "{precision:?}: {f} vs {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_search_finds_the_exact_nearest_row_of_patch_like_features() {
+        // Rows like patch features (non-negative, a common offset, many dimensions, near
+        // neighbours much closer than the rows' norms): the case where bf16 products alone would
+        // misorder neighbours. The re-measured candidates give the float32 distances.
+        let offset = random(1, 300, 10).abs() * 2.0;
+        let bank = (random(5000, 300, 11).abs() * 0.3 + &offset).relu();
+        let queries = bank.narrow(0, 0, 700) + random(700, 300, 12) * 0.02;
+        let exact = nearest_at(SearchPrecision::Fp32, &queries, &bank);
+        let bf16 = nearest_at(SearchPrecision::Bf16, &queries, &bank);
+        let reference = brute_force(&queries.narrow(0, 0, 200), &bank);
+        for ((b, e), r) in bf16.iter().zip(&exact).zip(&reference) {
+            // Measured as differences, the bf16 search's distances are the brute force's; the
+            // float32 products lose about 0.3 % to cancellation on such rows.
+            assert!((b - r).abs() <= 1e-5 * r.max(1.0), "bf16 {b} vs {r}");
+            assert!((e - r).abs() <= 1e-2 * r.max(1.0), "fp32 {e} vs {r}");
         }
     }
 
     #[test]
     fn a_query_in_the_bank_is_at_distance_zero() {
-        // ‖a‖² − 2ab + ‖b‖² in float32 cancels to about √(ε·‖a‖²) ≈ 3e-3 here, not exactly 0.
+        // ‖a‖² − 2ab + ‖b‖² in float32 cancels to about √(ε·‖a‖²) ≈ 3e-3 here, not exactly 0;
+        // the bf16 search measures its candidates as differences, so it gives exactly 0.
         let bank = random(50, 8, 3);
-        let distances = nearest_distances(&bank, &bank, &row_norms(&bank)).unwrap();
-        assert!(distances.max().double_value(&[]) < 1e-2);
+        let exact = nearest_at(SearchPrecision::Fp32, &bank, &bank);
+        assert!(exact.iter().all(|&d| d < 1e-2), "{exact:?}");
+        let bf16 = nearest_at(SearchPrecision::Bf16, &bank, &bank);
+        assert!(bf16.iter().all(|&d| d == 0.0), "{bf16:?}");
     }
 
     #[test]
     fn mismatched_dimensions_and_empty_bank_are_errors() {
-        let bank = random(10, 4, 4);
-        assert!(nearest_distances(&random(3, 5, 5), &bank, &row_norms(&bank)).is_err());
-        let empty = Tensor::zeros([0, 4], (Kind::Float, Device::Cpu));
-        assert!(nearest_distances(&random(3, 4, 5), &empty, &row_norms(&empty)).is_err());
+        for precision in PRECISIONS {
+            let bank = SearchBank::new(random(10, 4, 4), precision).unwrap();
+            assert!(bank.nearest(&random(3, 5, 5)).is_err());
+            let empty = Tensor::zeros([0, 4], (Kind::Float, Device::Cpu));
+            assert!(SearchBank::new(empty, precision).is_err());
+        }
     }
 
     #[test]
@@ -301,8 +533,10 @@ mod tests {
         }
         let features = Tensor::stack(&rows, 0);
         // 30 and 300: one centre per round; 1500: batched rounds (more centres than MAX_ROUNDS).
-        for count in [30usize, 300, 1500] {
-            let chosen = greedy_coreset(&features, count, 0).unwrap();
+        for (count, precision) in
+            [30usize, 300, 1500].into_iter().flat_map(|c| PRECISIONS.map(|p| (c, p)))
+        {
+            let chosen = greedy_coreset_at(precision, &features, count, 0).unwrap();
             assert_eq!(chosen.len(), count);
             let mut unique = chosen.clone();
             unique.sort_unstable();
@@ -315,7 +549,7 @@ mod tests {
             let random_radius = covering_radius(&features, random_subset).unwrap();
             assert!(
                 greedy_radius <= random_radius,
-                "{count}: greedy {greedy_radius} vs random {random_radius}"
+                "{count} {precision:?}: greedy {greedy_radius} vs random {random_radius}"
             );
             // Selecting within three parts (the rare patterns all in the last) keeps the share
             // of each and still covers better than a random subset of the same size, once each
