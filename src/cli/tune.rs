@@ -34,7 +34,8 @@ pub struct TuneArgs {
     /// Candidate list, TOML or JSON (see README, tune); a candidate's scorer is gaussian, knn or
     /// ensemble (members as --member takes them). Default: efficientnet_lite0/1/2 where
     /// installed × {gaussian on levels 7, 6-8, 5-9; knn on 6,7 with border 1 and 0}, aspect
-    /// squash (and keep where images are not square), native size.
+    /// squash (and keep where images are not square), native size; plus knn border 1 at a
+    /// larger input where the images' short side is at least 4/3 of the backbone's.
     #[arg(long, value_name = "FILE")]
     pub grid: Option<PathBuf>,
     /// Outer folds (the same stratified allocation as eval).

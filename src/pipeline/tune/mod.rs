@@ -24,6 +24,7 @@ use std::time::Instant;
 use self::estimate::{
     family_seconds, measures_something_new, remaining_seconds, upfront, FamilyCost, FitPlan,
 };
+use crate::backbone::sidecar::BackboneFiles;
 use crate::backbone::Levels;
 use crate::data::defects::{paint_files, PaintedImage, SYNTHETIC_KINDS};
 use crate::data::image::{Aspect, InputSize};
@@ -158,15 +159,26 @@ impl Candidate {
 pub const DEFAULT_BACKBONES: &[&str] =
     &["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"];
 
+/// How much longer the images' short side must be than a backbone's input side for the default
+/// grid to try knn at a larger input: a larger input can only show detail the images have, and
+/// below a third more the gain is too small for a candidate's cost.
+pub const LARGER_INPUT_MIN_RATIO: f64 = 4.0 / 3.0;
+/// The larger input is the images' short side, at most this many times the native side.
+pub const LARGER_INPUT_MAX_RATIO: f64 = 1.5;
+
 /// The default grid: for each installed backbone of [`DEFAULT_BACKBONES`] and each aspect
 /// (`keep` only where the images are not square), the Gaussian on levels 7, 6-8 and 5-9, and knn
 /// on levels 6,7 (its default; wider knn levels multiply the bank's width, level 9 alone adds
-/// 1280 values a position) with coreset 0.1 and border 1 or 0. Also the notes on skipped
-/// backbones.
+/// 1280 values a position) with coreset 0.1 and border 1 or 0. Where no `size` is given and the
+/// images' median short side (`short_side`) is at least [`LARGER_INPUT_MIN_RATIO`] times the
+/// backbone's input side, also knn border 1 at a larger input (see [`larger_input`]): knn scores
+/// single positions, so finer positions can show small defects, while the pooled Gaussian
+/// averages them away (measured: see the README). Also the notes on skipped backbones.
 pub fn default_grid(
     models_dir: &Path,
     square: bool,
     size: Option<InputSize>,
+    short_side: Option<u32>,
 ) -> (Vec<Candidate>, Vec<String>) {
     let mut candidates = Vec::new();
     let mut notes = Vec::new();
@@ -183,27 +195,51 @@ pub fn default_grid(
             ));
             continue;
         }
+        let larger = match (size, short_side) {
+            (None, Some(side)) => match BackboneFiles::locate(backbone, models_dir) {
+                Ok(files) => larger_input(files.info.input_size, side),
+                Err(e) => {
+                    notes.push(format!("{backbone}: no larger-input candidate ({e})"));
+                    None
+                }
+            },
+            _ => None,
+        };
         for &aspect in aspects {
-            let candidate = |levels: Levels, scorer: ScorerSpec| Candidate {
-                backbone: backbone.to_string(),
-                levels,
-                size,
-                aspect,
-                scorer,
+            let candidate = |levels: Levels, size: Option<InputSize>, scorer: ScorerSpec| {
+                Candidate { backbone: backbone.to_string(), levels, size, aspect, scorer }
             };
             for l in [&[7u8][..], &[6, 7, 8], &[5, 6, 7, 8, 9]] {
-                candidates.push(candidate(levels(l), ScorerSpec::Gaussian));
+                candidates.push(candidate(levels(l), size, ScorerSpec::Gaussian));
             }
             for border in [1, 0] {
                 let knn = KnnParams { coreset: 0.1, border, seed: 0 };
-                candidates.push(candidate(levels(&[6, 7]), ScorerSpec::Knn(knn)));
+                candidates.push(candidate(levels(&[6, 7]), size, ScorerSpec::Knn(knn)));
+            }
+            if let Some(larger) = larger {
+                let knn = KnnParams { coreset: 0.1, border: 1, seed: 0 };
+                candidates.push(candidate(levels(&[6, 7]), Some(larger), ScorerSpec::Knn(knn)));
             }
         }
     }
     (candidates, notes)
 }
 
-/// The default grid for a category: squash and keep where its images are not all square.
+/// The larger square input the default grid tries knn at, for a backbone whose input is
+/// `native` (height, width) on images whose median short side is `short_side`: that side, at
+/// most [`LARGER_INPUT_MAX_RATIO`] times the native one, when it is at least
+/// [`LARGER_INPUT_MIN_RATIO`] times the native one.
+pub fn larger_input(native: [u32; 2], short_side: u32) -> Option<InputSize> {
+    let native_side = native[0].min(native[1]) as f64;
+    if (short_side as f64) < LARGER_INPUT_MIN_RATIO * native_side {
+        return None;
+    }
+    let side = (short_side as f64).min(LARGER_INPUT_MAX_RATIO * native_side).round() as u32;
+    Some(InputSize { width: side, height: side })
+}
+
+/// The default grid for a category: squash and keep where its images are not all square, knn
+/// at a larger input where they are large enough.
 pub fn default_candidates(
     data_root: &Path,
     category: &str,
@@ -212,15 +248,16 @@ pub fn default_candidates(
 ) -> Result<(Vec<Candidate>, Vec<String>)> {
     let category = Category::discover(data_root, category)?;
     let mut square = true;
+    let mut short_sides = Vec::new();
     for sample in category.all() {
         let (w, h) = image::image_dimensions(&sample.path)
             .map_err(|e| Error::input(&sample.path, format!("cannot read image: {e}")))?;
-        if w != h {
-            square = false;
-            break;
-        }
+        square &= w == h;
+        short_sides.push(w.min(h));
     }
-    let (candidates, mut notes) = default_grid(models_dir, square, size);
+    short_sides.sort_unstable();
+    let median = short_sides.get(short_sides.len() / 2).copied();
+    let (candidates, mut notes) = default_grid(models_dir, square, size, median);
     if square {
         notes.push("images are square: aspect keep would equal squash; not tried".into());
     }
@@ -1166,11 +1203,11 @@ mod tests {
     fn default_grid_covers_the_levers_of_installed_backbones() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("efficientnet_lite0.pt"), b"").unwrap();
-        let (square, notes) = default_grid(dir.path(), true, None);
+        let (square, notes) = default_grid(dir.path(), true, None, None);
         assert_eq!(square.len(), 5);
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(notes[0].contains("efficientnet_lite1"));
-        let (strips, _) = default_grid(dir.path(), false, None);
+        let (strips, _) = default_grid(dir.path(), false, None, None);
         assert_eq!(strips.len(), 10);
         assert!(strips.iter().any(|c| c.aspect == Aspect::Keep));
         assert!(check_backbones(&strips, dir.path(), "grid").is_ok());
@@ -1182,11 +1219,44 @@ mod tests {
     }
 
     #[test]
+    fn large_images_add_knn_at_a_larger_input() {
+        // Lite0's 224 px: 300 px cells qualify (≥ 4/3 × 224 ≈ 299), 256 px tiles do not, and
+        // 900 px photos get 1.5 × 224 = 336.
+        let native = [224, 224];
+        assert_eq!(larger_input(native, 256), None);
+        assert_eq!(larger_input(native, 298), None);
+        assert_eq!(larger_input(native, 300), Some(InputSize { width: 300, height: 300 }));
+        assert_eq!(larger_input(native, 900), Some(InputSize { width: 336, height: 336 }));
+        let models = crate::pipeline::default_models_dir();
+        if !models.join("efficientnet_lite0.json").is_file() {
+            return; // the grid part needs a real sidecar (scripts/setup.sh)
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for ext in ["pt", "json"] {
+            let name = format!("efficientnet_lite0.{ext}");
+            std::fs::copy(models.join(&name), dir.path().join(&name)).unwrap();
+        }
+        let (small, _) = default_grid(dir.path(), true, None, Some(256));
+        assert_eq!(small.len(), 5);
+        let (large, _) = default_grid(dir.path(), false, None, Some(300));
+        assert_eq!(large.len(), 12, "one larger knn candidate per aspect");
+        let extra: Vec<&Candidate> = large.iter().filter(|c| c.size.is_some()).collect();
+        assert_eq!(extra.len(), 2);
+        for candidate in extra {
+            assert_eq!(candidate.size, Some(InputSize { width: 300, height: 300 }));
+            assert!(matches!(&candidate.scorer, ScorerSpec::Knn(p) if p.border == 1));
+        }
+        // A size given by the user fixes every candidate's: no larger one.
+        let fixed = Some(InputSize { width: 256, height: 256 });
+        assert_eq!(default_grid(dir.path(), true, fixed, Some(900)).0.len(), 5);
+    }
+
+    #[test]
     fn zero_budget_is_refused() {
         let params = TuneParams {
             data_root: "data".into(),
             category: "wood".into(),
-            candidates: default_grid(Path::new("/nonexistent"), true, None).0,
+            candidates: default_grid(Path::new("/nonexistent"), true, None, None).0,
             grid_source: "default grid".into(),
             folds: 3,
             inner_folds: 3,
