@@ -83,7 +83,8 @@ pub struct RuntimeArgs {
     pub device: DeviceSpec,
     /// Network precision: auto (CPU: bf16 where the CPU has bf16 units and the backbone's bf16
     /// variant fits the input size, else fp32; CUDA: fp16 autocast), fp32, bf16 (CPU), fp16
-    /// (CUDA autocast).
+    /// (CUDA autocast). knn's patch search and coreset on the CPU follow it (bf16 products with
+    /// exact float32 distances where the CPU has bf16 units, unless fp32).
     #[arg(long, default_value = "auto", value_parser = parse::<Precision>)]
     pub precision: Precision,
     /// Images per forward pass (default: 16 on the CPU, 64 on CUDA).

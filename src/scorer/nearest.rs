@@ -211,12 +211,6 @@ impl SearchBank {
     }
 }
 
-/// Euclidean distance from each row of `queries` (q × d) to its nearest row of `bank` (m × d),
-/// at the process's [`search_precision`]. Returns q distances (float).
-pub fn nearest_distances(queries: &Tensor, bank: &Tensor) -> Result<Tensor> {
-    SearchBank::new(bank.shallow_clone(), search_precision(bank.device()))?.nearest(queries)
-}
-
 /// Squared norms of each row.
 pub fn row_norms(rows: &Tensor) -> Tensor {
     (rows * rows).sum_dim_intlist(1, false, Kind::Float)
