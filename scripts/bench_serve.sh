@@ -110,7 +110,11 @@ answered() { curl -sf "$url/metrics" | awk '/^anodet_http_requests_total\{route=
 base=$(answered)
 while [ "$(answered)" -lt $((base + soak_total / 2)) ] && kill -0 $soak 2> /dev/null; do sleep 0.2; done
 reload=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$url/v1/reload")
-wait $soak
+# wrk runs for its whole -d even when every thread has stopped at its limit; once all requests
+# are answered, SIGINT makes it stop and print its summary.
+while [ "$(answered)" -lt $((base + soak_total)) ] && kill -0 $soak 2> /dev/null; do sleep 0.2; done
+kill -INT $soak 2> /dev/null || true
+wait $soak || true
 kill $sampler 2> /dev/null || true
 soak_requests=$(field requests "$work/soak.txt")
 soak_failed=$(( $(field non2xx "$work/soak.txt") + $(field socket_errors "$work/soak.txt") ))
