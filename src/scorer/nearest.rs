@@ -292,11 +292,7 @@ fn greedy_in_projection(
     let updates = DistanceUpdates::new(&projected, &norms, precision);
     let first = rng.below(n as usize) as i64;
     let mut selected = vec![first];
-    let mut nearest = updates.to_nearest_of(&[first])?.index_fill(
-        0,
-        &Tensor::from_slice(&[first]).to_device(projected.device()),
-        0.0,
-    );
+    let mut nearest = updates.to_nearest_of(&[first])?;
     let batch = ((count + MAX_ROUNDS - 1) / MAX_ROUNDS).max(1);
     while (selected.len() as i64) < count {
         let take = batch.min(count - selected.len() as i64);
@@ -331,10 +327,6 @@ fn greedy_in_projection(
         }
         let chosen: Vec<i64> = chosen_local.iter().map(|&i| indices[i]).collect();
         nearest = nearest.minimum(&updates.to_nearest_of(&chosen)?);
-        // A centre is at distance 0 from itself; rounded bf16 products would leave it a little
-        // above, and a dense part could then offer it again.
-        let chosen_index = Tensor::from_slice(&chosen).to_device(nearest.device());
-        nearest = nearest.index_fill(0, &chosen_index, 0.0);
         selected.extend(chosen);
     }
     Ok(selected)
@@ -367,7 +359,9 @@ impl<'a> DistanceUpdates<'a> {
         DistanceUpdates { augmented, rows, norms, kind }
     }
 
-    /// Squared distance of every row to the nearest of the rows `centres` (float).
+    /// Squared distance of every row to the nearest of the rows `centres` (float); the centres
+    /// themselves at exactly 0 (rounded bf16 products would leave them a little above, and a
+    /// dense part could then offer a centre again).
     fn to_nearest_of(&self, centres: &[i64]) -> Result<Tensor> {
         let index = Tensor::from_slice(centres).to_device(self.rows.device());
         let centre_rows = self.rows.index_select(0, &index);
@@ -375,7 +369,7 @@ impl<'a> DistanceUpdates<'a> {
         let centres = Tensor::cat(&[centre_rows * -2.0, centre_norms], 1).to_kind(self.kind);
         let products = centres.f_mm(&self.augmented).map_err(torch("coreset"))?;
         let nearest = products.amin(&[0i64][..], false).to_kind(Kind::Float);
-        Ok((nearest + self.norms).clamp_min(0.0))
+        Ok((nearest + self.norms).clamp_min(0.0).index_fill(0, &index, 0.0))
     }
 }
 
