@@ -6,8 +6,10 @@
 //! machine a magnetic-tile `eval` spent 56 of its 65 s in the kernel. Keeping freed memory in
 //! the process for reuse brought it to 32 s (1 s in the kernel) at a 14 % higher peak RSS.
 
-/// Largest allocation served from the heap instead of its own mapping (glibc's upper limit).
-const MMAP_THRESHOLD: i32 = 32 << 20;
+/// Largest allocation served from the heap instead of its own mapping (glibc's upper limit, so
+/// larger buffers are still mapped and faulted in afresh each time: forward passes are sized to
+/// stay under it, see [`crate::backbone::BatchLimit`]).
+pub const MMAP_THRESHOLD: i32 = 32 << 20;
 /// Free memory at the top of a heap kept before any of it is returned to the kernel.
 const TRIM_THRESHOLD: i32 = 1 << 30;
 /// Extra room requested whenever a heap grows, so that growing is rare (untouched room costs

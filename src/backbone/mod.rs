@@ -21,6 +21,31 @@ use ndarray::Array2;
 use crate::data::image::PreparedImage;
 use crate::error::Result;
 
+/// How many images one forward pass takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimit {
+    /// At most this many images.
+    pub images: usize,
+    /// Where set, also at most this many input pixels (but always at least one image).
+    pub pixels: Option<usize>,
+}
+
+impl BatchLimit {
+    /// Exactly `images` per pass, whatever their size (`--batch`).
+    pub fn images(images: usize) -> Self {
+        BatchLimit { images, pixels: None }
+    }
+
+    /// Images of `width × height` per pass (at least one, unless `images` is 0).
+    pub fn images_of(&self, width: u32, height: u32) -> usize {
+        let pixels = (width as usize * height as usize).max(1);
+        match self.pixels {
+            Some(limit) => (limit / pixels).max(1).min(self.images),
+            None => self.images,
+        }
+    }
+}
+
 /// A feature extractor: a TorchScript CNN or the weight-free HLAC features.
 pub enum Backbone {
     Torch(TorchBackbone),
@@ -83,6 +108,15 @@ impl Backbone {
         }
     }
 
+    /// Input pixels one forward pass should hold at most (`None`: no limit beyond the image
+    /// count). See [`TorchBackbone::pass_pixels`].
+    pub fn pass_pixels(&self) -> Option<usize> {
+        match self {
+            Backbone::Torch(b) => b.pass_pixels(),
+            Backbone::Hlac(_) => None,
+        }
+    }
+
     /// The CNN, for what only a network can do (autograd maps, per-position features).
     pub fn as_torch(&self) -> Option<&TorchBackbone> {
         match self {
@@ -107,5 +141,23 @@ impl Backbone {
                     .collect()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_limit_counts_images_and_pixels() {
+        let fixed = BatchLimit::images(16);
+        assert_eq!(fixed.images_of(224, 224), 16);
+        assert_eq!(fixed.images_of(4000, 3000), 16, "--batch holds whatever the size");
+        let limited = BatchLimit { images: 16, pixels: Some(349_525) };
+        assert_eq!(limited.images_of(224, 224), 6);
+        assert_eq!(limited.images_of(544, 224), 2);
+        assert_eq!(limited.images_of(100, 100), 16, "never more than the image count");
+        assert_eq!(limited.images_of(2448, 2048), 1, "never fewer than one image");
+        assert_eq!(BatchLimit { images: 0, pixels: Some(1000) }.images_of(10, 10), 0);
     }
 }

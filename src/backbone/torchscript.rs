@@ -12,10 +12,15 @@ use ndarray::Array2;
 use sha2::{Digest, Sha256};
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
+use super::allocator::MMAP_THRESHOLD;
 use super::levels::{Levels, LEVEL_COUNT};
 use super::sidecar::{BackboneFiles, BackboneInfo};
 use crate::data::image::PreparedImage;
 use crate::error::{Error, Result};
+
+/// Values of the largest activation per input pixel: EfficientNet(-Lite)'s second stage expands
+/// 16 channels to 96 at half the input's resolution (96 / 4), more than any other layer holds.
+const LARGEST_ACTIVATION_PER_PIXEL: usize = 24;
 
 /// A loaded backbone, ready to run on its device.
 pub struct TorchBackbone {
@@ -138,6 +143,19 @@ impl TorchBackbone {
     /// Identifies the exact computation (file and precision), for the feature cache.
     pub fn cache_key(&self) -> &str {
         &self.cache_key
+    }
+
+    /// Input pixels one forward pass should hold at most, on the CPU: libtorch allocates every
+    /// activation afresh, and glibc maps allocations over [`MMAP_THRESHOLD`] from the kernel each
+    /// time, faulting in and zeroing every page (batches of 16 aspect-kept magnetic-tile images
+    /// spent 15 of their 24 s in the kernel in fp32). The limit keeps the largest activation
+    /// under it. None on CUDA (its caching allocator reuses memory).
+    pub fn pass_pixels(&self) -> Option<usize> {
+        if self.device.is_cuda() {
+            return None;
+        }
+        let bytes_per_value = if self.variant == "bf16" { 2 } else { 4 };
+        Some(MMAP_THRESHOLD as usize / (LARGEST_ACTIVATION_PER_PIXEL * bytes_per_value))
     }
 
     /// Stacks same-sized prepared images into an `n × 3 × h × w` tensor on the device

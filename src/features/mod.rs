@@ -17,7 +17,7 @@ pub use cache::FeatureCache;
 pub use embeddings::{EmbeddingKind, Embeddings};
 pub use patches::PatchSet;
 
-use crate::backbone::{Backbone, BackboneInfo, Levels};
+use crate::backbone::{Backbone, BackboneInfo, BatchLimit, Levels};
 use crate::data::image::{Aspect, InputSize, PreparedImage, Preprocess};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -80,7 +80,7 @@ pub struct Extractor<'a> {
     pub backbone: &'a Backbone,
     pub preprocess: Preprocess,
     pub levels: Levels,
-    pub batch_size: usize,
+    pub batch: BatchLimit,
     /// Reuse and store pooled features across runs.
     pub cache: Option<FeatureCache>,
     /// Also keep this level's spatial map of every image the network runs on (not of cache
@@ -308,12 +308,15 @@ impl Extractor<'_> {
         cache: Option<&FeatureCache>,
         compute: &RowCompute,
     ) -> Result<Rows> {
-        if self.batch_size == 0 {
+        if self.batch.images == 0 {
             return Err(Error::param("--batch", "must be at least 1"));
         }
         progress.start(paths.len() as u64, "extracting features");
         let (sender, receiver) = mpsc::sync_channel::<Decoded>(2);
-        let batch_size = self.batch_size;
+        // Decoding runs a batch of the nominal input size ahead; kept aspects may run fewer.
+        let size = self.preprocess.size;
+        let batch_size = self.batch.images_of(size.width, size.height);
+        let batch = self.batch;
         let result = std::thread::scope(|scope| {
             scope.spawn(move || {
                 for (chunk_index, chunk) in paths.chunks(batch_size).enumerate() {
@@ -374,11 +377,11 @@ impl Extractor<'_> {
                         Err(error) => return Err(error),
                     }
                 }
-                for group in take_batches(&mut pending, batch_size, PENDING_BATCHES * batch_size) {
+                for group in take_batches(&mut pending, batch, PENDING_BATCHES * batch_size) {
                     run(group, &mut rows)?;
                 }
             }
-            for group in take_batches(&mut pending, batch_size, 0) {
+            for group in take_batches(&mut pending, batch, 0) {
                 run(group, &mut rows)?;
             }
             Ok((rows, failures, cache_hits))
@@ -508,15 +511,17 @@ fn keep_maps(
 /// At most this many batches of images wait for a full batch of their input size.
 const PENDING_BATCHES: usize = 4;
 
-/// Removes the batches to run now from `pending`: every full batch, then (largest group first)
-/// partial ones until at most `keep` images are left waiting.
+/// Removes the batches to run now from `pending`: every full batch (of as many images of the
+/// group's size as `batch` allows), then (largest group first) partial ones until at most `keep`
+/// images are left waiting.
 fn take_batches(
     pending: &mut SizeGroups,
-    batch_size: usize,
+    batch: BatchLimit,
     keep: usize,
 ) -> Vec<Vec<(usize, PreparedImage, String)>> {
     let mut batches = Vec::new();
-    for group in pending.values_mut() {
+    for (&(width, height), group) in pending.iter_mut() {
+        let batch_size = batch.images_of(width, height).max(1);
         while group.len() >= batch_size {
             batches.push(group.drain(..batch_size).collect());
         }
@@ -563,7 +568,7 @@ mod batching_tests {
     #[test]
     fn full_batches_run_first_and_few_images_wait() {
         let mut groups = pending(&[(32, 5), (64, 1), (96, 2), (128, 1)]);
-        let batches = take_batches(&mut groups, 2, 3);
+        let batches = take_batches(&mut groups, BatchLimit::images(2), 3);
         // Every batch holds one input size and at most the batch size.
         for batch in &batches {
             assert!(!batch.is_empty() && batch.len() <= 2);
@@ -574,11 +579,27 @@ mod batching_tests {
         let waiting: usize = groups.values().map(Vec::len).sum();
         assert!(waiting <= 3, "{waiting} images wait");
         // At the end everything runs, each image exactly once.
-        let rest = take_batches(&mut groups, 2, 0);
+        let rest = take_batches(&mut groups, BatchLimit::images(2), 0);
         let mut seen: Vec<usize> =
             batches.iter().chain(&rest).flatten().map(|(index, _, _)| *index).collect();
         seen.sort();
         assert_eq!(seen, (0..9).collect::<Vec<_>>());
+        assert!(groups.is_empty());
+    }
+
+    #[test]
+    fn a_pixel_limit_gives_larger_images_smaller_batches() {
+        // Four images at most, and at most the pixels of two 64 × 32 images.
+        let batch = BatchLimit { images: 4, pixels: Some(2 * 64 * 32) };
+        let mut groups = pending(&[(32, 8), (64, 4), (128, 2), (256, 2)]);
+        let batches = take_batches(&mut groups, batch, 0);
+        let sizes = |side: u32| -> Vec<usize> {
+            batches.iter().filter(|b| b[0].1.width == side).map(Vec::len).collect()
+        };
+        assert_eq!(sizes(32), vec![4, 4], "small images: the image count limits");
+        assert_eq!(sizes(64), vec![2, 2]);
+        assert_eq!(sizes(128), vec![1, 1]);
+        assert_eq!(sizes(256), vec![1, 1], "an image over the limit still runs, alone");
         assert!(groups.is_empty());
     }
 }

@@ -201,7 +201,7 @@ impl Heatmapper {
                         &backbone,
                         &run,
                         &training()?,
-                        runtime.batch_size_for(backbone.device()),
+                        runtime.images_per_pass(&backbone, run.meta.preprocess.size),
                         progress,
                     )?;
                     model.save(&file)?;
@@ -209,6 +209,7 @@ impl Heatmapper {
                 }
             }
         };
+        let batch_size = runtime.images_per_pass(&backbone, run.meta.preprocess.size).max(1);
         let mut heatmapper = Heatmapper {
             run,
             method,
@@ -217,7 +218,7 @@ impl Heatmapper {
             model,
             image_scorer,
             scale: MapScale { method, level, low: 0.0, high: 1.0, images: 0 },
-            batch_size: runtime.batch_size_for(device).max(1),
+            batch_size,
         };
         let scale_file = run_dir.join(match level {
             Some(l) => format!("heatmap-{}-level{l}.json", method.name()),
@@ -429,7 +430,7 @@ fn fit_map_model(
             backbone,
             run,
             paths,
-            runtime.batch_size_for(backbone.device()),
+            runtime.images_per_pass(backbone, run.meta.preprocess.size),
             progress,
         )?),
         Method::Subspace => unreachable!("handled above"),

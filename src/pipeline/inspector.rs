@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use image::DynamicImage;
 
-use crate::backbone::Backbone;
+use crate::backbone::{Backbone, BatchLimit};
 use crate::data::image::{decode_slice, PreparedImage, Preprocess};
 use crate::error::{Error, Result};
 use crate::features::embed_prepared;
@@ -27,6 +27,8 @@ pub struct Inspector {
     backbone: Backbone,
     card: ModelCard,
     maps: Option<Heatmapper>,
+    /// Input pixels per forward pass at most (see [`BatchLimit`]); `None` under `--batch`.
+    pass_pixels: Option<usize>,
 }
 
 /// What a run is, for people and for monitoring (`GET /v1/model`).
@@ -82,7 +84,8 @@ impl Inspector {
             runtime.load_backbone(&run.meta.backbone.name, &run.meta.preprocess, false)?;
         run.check_backbone(model_dir, &backbone)?;
         let card = ModelCard::new(model_dir, &run, &backbone)?;
-        Ok(Inspector { dir: model_dir.to_path_buf(), run, backbone, card, maps: None })
+        let pass_pixels = runtime.batch_limit(&backbone).pixels;
+        Ok(Inspector { dir: model_dir.to_path_buf(), run, backbone, card, maps: None, pass_pixels })
     }
 
     /// Opens the run's map method (patch for CNN runs, feature for HLAC runs, as
@@ -110,6 +113,10 @@ impl Inspector {
     /// Where the network runs.
     pub fn device(&self) -> tch::Device {
         self.backbone.device()
+    }
+
+    pub fn backbone(&self) -> &Backbone {
+        &self.backbone
     }
 
     pub fn dir(&self) -> &Path {
@@ -143,11 +150,16 @@ impl Inspector {
         let levels = &self.run.meta.levels;
         let kind = self.run.meta.scorer.embedding();
         let mut scores = vec![0.0; images.len()];
-        for members in groups.values() {
-            let group: Vec<&PreparedImage> = members.iter().map(|&i| images[i]).collect();
-            let embeddings = embed_prepared(&self.backbone, kind, levels, &group)?;
-            for (&i, score) in members.iter().zip(self.run.scorer.score(&embeddings)?) {
-                scores[i] = score;
+        // Callers bound the image count (serve's --max-batch, score's batch); large inputs
+        // also respect the backbone's pixels per pass.
+        let limit = BatchLimit { images: usize::MAX, pixels: self.pass_pixels };
+        for (&(width, height), members) in &groups {
+            for members in members.chunks(limit.images_of(width, height)) {
+                let group: Vec<&PreparedImage> = members.iter().map(|&i| images[i]).collect();
+                let embeddings = embed_prepared(&self.backbone, kind, levels, &group)?;
+                for (&i, score) in members.iter().zip(self.run.scorer.score(&embeddings)?) {
+                    scores[i] = score;
+                }
             }
         }
         Ok(scores)

@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 use crate::backbone::hlac::Hlac;
 use crate::backbone::precision::cpu_has_bf16;
 use crate::backbone::sidecar::BackboneFiles;
-use crate::backbone::{Backbone, BackboneInfo, DeviceSpec, Levels, Precision, TorchBackbone};
-use crate::data::image::Preprocess;
+use crate::backbone::{
+    Backbone, BackboneInfo, BatchLimit, DeviceSpec, Levels, Precision, TorchBackbone,
+};
+use crate::data::image::{InputSize, Preprocess};
 use crate::error::{Error, Result};
 use crate::features::{all_levels_width, preprocess_for, Extractor, FeatureCache, FeatureSpec};
 
@@ -82,9 +84,21 @@ impl Runtime {
         Ok(Backbone::Torch(TorchBackbone::load_variant(files, device, variant)?))
     }
 
-    /// Images per forward pass on `device`: `--batch`, else [`default_batch_size`].
-    pub fn batch_size_for(&self, device: tch::Device) -> usize {
-        self.batch_size.unwrap_or_else(|| default_batch_size(device))
+    /// Images per forward pass of `backbone`: `--batch` images, else [`default_batch_size`]
+    /// images of at most the backbone's [`pass_pixels`](Backbone::pass_pixels).
+    pub fn batch_limit(&self, backbone: &Backbone) -> BatchLimit {
+        match self.batch_size {
+            Some(images) => BatchLimit::images(images),
+            None => BatchLimit {
+                images: default_batch_size(backbone.device()),
+                pixels: backbone.pass_pixels(),
+            },
+        }
+    }
+
+    /// Images per forward pass of `backbone` on inputs of `size` (see [`Self::batch_limit`]).
+    pub fn images_per_pass(&self, backbone: &Backbone, size: InputSize) -> usize {
+        self.batch_limit(backbone).images_of(size.width, size.height)
     }
 
     /// CUDA runs the plain fp32 file, under fp16 autocast unless fp32 was asked for or gradient
@@ -164,7 +178,7 @@ impl Runtime {
             backbone,
             preprocess: preprocess.clone(),
             levels: levels.clone(),
-            batch_size: self.batch_size_for(backbone.device()),
+            batch: self.batch_limit(backbone),
             cache: self.feature_cache(backbone, preprocess)?,
             map_level: None,
         })
@@ -191,7 +205,8 @@ impl Runtime {
 }
 
 /// Images per forward pass unless `--batch` says otherwise: 64 on CUDA (the GPU is busy only
-/// with large batches), 16 on the CPU (larger batches are no faster there and need more memory).
+/// with large batches), 16 on the CPU (larger batches are no faster there and need more memory;
+/// large inputs get fewer, see [`Runtime::batch_limit`]).
 pub fn default_batch_size(device: tch::Device) -> usize {
     if device.is_cuda() {
         64

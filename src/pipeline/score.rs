@@ -106,7 +106,7 @@ pub fn score_run(
     let run = crate::model::RunModel::load(model_dir)?;
     if run.meta.scorer.embedding() != crate::features::EmbeddingKind::Members {
         let inspector = Inspector::load(model_dir, runtime)?;
-        let batch_size = runtime.batch_size_for(inspector.device());
+        let batch_size = runtime.images_per_pass(inspector.backbone(), inspector.preprocess().size);
         return score(&inspector, images, threshold, batch_size, progress);
     }
     if let Some(t) = threshold.filter(|t| !t.is_finite()) {

@@ -188,7 +188,8 @@ fn probe_pass(
         spec.levels = Levels::new(levels)?;
     }
     let embedder = Embedder::open(runtime, &spec, &lead.scorer)?;
-    let batch = runtime.batch_size_for(embedder.primary().backbone.device()).max(1);
+    let primary = embedder.primary();
+    let batch = runtime.images_per_pass(&primary.backbone, primary.preprocess.size).max(1);
     let warm = batch.min(paths.len() / 2);
     let timed = &paths[warm..(warm + batch).min(paths.len())];
     if timed.is_empty() {
