@@ -77,10 +77,25 @@ impl QuantileThreshold {
         images: usize,
         fit_score: impl Fn(&[usize], &[usize]) -> Result<Vec<f64>>,
     ) -> Result<(Array1<f64>, Threshold)> {
+        let scores = scores_over_folds(images, &self.folds_for(images)?, fit_score)?;
+        let threshold = self.from_cross_fitted(&scores)?;
+        Ok((scores, threshold))
+    }
+
+    /// The held-out images of each cross-fitting fold of `images` training images (checked
+    /// settings): for scorers that cross-fit themselves ([`crate::scorer::Scorer::fit_cross_fitted`]).
+    pub fn folds_for(&self, images: usize) -> Result<Vec<Vec<usize>>> {
         self.check()?;
-        let scores = cross_fitted_with(images, self.folds, self.seed, fit_score)?;
+        cross_fit_folds(images, self.folds, self.seed)
+    }
+
+    /// The threshold from the training images' cross-fitted scores (one per image, folds as
+    /// [`Self::folds_for`] gives them).
+    pub fn from_cross_fitted(&self, scores: &Array1<f64>) -> Result<Threshold> {
+        self.check()?;
+        let images = scores.len();
         let value = quantile(scores.as_slice().unwrap_or(&[]), self.quantile)?;
-        let threshold = Threshold {
+        Ok(Threshold {
             value,
             method: "cross_fitted_quantile".into(),
             description: format!(
@@ -89,8 +104,7 @@ impl QuantileThreshold {
                 images,
                 self.folds.min(images)
             ),
-        };
-        Ok((scores, threshold))
+        })
     }
 }
 
@@ -101,20 +115,42 @@ pub fn cross_fitted_with(
     seed: u64,
     fit_score: impl Fn(&[usize], &[usize]) -> Result<Vec<f64>>,
 ) -> Result<Array1<f64>> {
-    let folds = folds.min(n);
+    scores_over_folds(n, &cross_fit_folds(n, folds, seed)?, fit_score)
+}
+
+/// The held-out images of each of `folds` seeded random folds of `n` images (at most `n` folds).
+pub fn cross_fit_folds(n: usize, folds: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
     if n < MIN_FIT_IMAGES {
         return Err(Error::param(
             "training images",
             format!("found {n} good images; a fit needs at least {MIN_FIT_IMAGES}"),
         ));
     }
+    let folds = folds.min(n);
     let mut order: Vec<usize> = (0..n).collect();
     Rng::new(seed).shuffle(&mut order);
+    Ok((0..folds).map(|fold| order.iter().copied().skip(fold).step_by(folds).collect()).collect())
+}
+
+/// The images outside `held_out` among `0..n`, in order.
+pub fn complement(n: usize, held_out: &[usize]) -> Vec<usize> {
+    let mut outside = vec![true; n];
+    for &i in held_out {
+        outside[i] = false;
+    }
+    (0..n).filter(|&i| outside[i]).collect()
+}
+
+/// Scores each of `n` images by `fit_score` fitted on the images outside its fold (`held_out`:
+/// each fold's images).
+pub fn scores_over_folds(
+    n: usize,
+    held_out: &[Vec<usize>],
+    fit_score: impl Fn(&[usize], &[usize]) -> Result<Vec<f64>>,
+) -> Result<Array1<f64>> {
     let mut scores = Array1::zeros(n);
-    for fold in 0..folds {
-        let held_out: Vec<usize> = order.iter().copied().skip(fold).step_by(folds).collect();
-        let training: Vec<usize> = (0..n).filter(|i| !held_out.contains(i)).collect();
-        for (&index, score) in held_out.iter().zip(fit_score(&training, &held_out)?) {
+    for fold in held_out {
+        for (&index, score) in fold.iter().zip(fit_score(&complement(n, fold), fold)?) {
             scores[index] = score;
         }
     }

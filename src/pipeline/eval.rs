@@ -30,7 +30,7 @@ use crate::pipeline::embed::Embedder;
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
 use crate::scorer::{KnnModel, KnnParams, ScorerSpec};
-use crate::threshold::QuantileThreshold;
+use crate::threshold::{scores_over_folds, QuantileThreshold};
 
 /// Version of `metrics.json`.
 pub const EVAL_FORMAT_VERSION: u32 = 1;
@@ -590,14 +590,15 @@ fn fixed_split(
     if fit_images.len() < 2 {
         return Err(fold_too_small(0, fit_images.len()));
     }
-    let [training_scores, scores] =
-        scorer.fit_score_keeping(fit_images, [fit_images, judged_images], gaussian, banks)?;
-    let (_, label_free) =
-        params.fit_threshold.choose_with(fit_images.len(), |training, held_out| {
-            let pick = |local: &[usize]| local.iter().map(|&i| fit_images[i]).collect::<Vec<_>>();
-            let [held] = scorer.fit_score(&pick(training), [&pick(held_out)], gaussian)?;
-            Ok(held)
-        })?;
+    let held_out = params.fit_threshold.folds_for(fit_images.len())?;
+    let ([training_scores, scores], cross_fitted) = scorer.fit_score_cross_fitted(
+        fit_images,
+        [fit_images, judged_images],
+        &held_out,
+        gaussian,
+        banks,
+    )?;
+    let label_free = params.fit_threshold.from_cross_fitted(&cross_fitted)?;
     let confusion = Confusion::at(&scores, labels, label_free.value)?;
     let honest = Some(ThresholdResult::new(
         &format!("label-free, as `anodet fit` stores it: {}", label_free.description),
@@ -656,6 +657,42 @@ impl Scorer {
         gaussian: &GaussianParams,
     ) -> Result<[Vec<f64>; N]> {
         self.fit_score_keeping(training, targets, gaussian, None)
+    }
+
+    /// [`Scorer::fit_score_keeping`], also scoring each training image by a fit on the training
+    /// images outside its cross-fitting fold (`held_out`: positions in `training`), as the
+    /// label-free threshold needs; the scorer shares work between those fits where it can.
+    pub(crate) fn fit_score_cross_fitted<const N: usize>(
+        &self,
+        training: &[usize],
+        targets: [&[usize]; N],
+        held_out: &[Vec<usize>],
+        gaussian: &GaussianParams,
+        banks: Option<&mut Vec<KnnModel>>,
+    ) -> Result<([Vec<f64>; N], ndarray::Array1<f64>)> {
+        match self {
+            Scorer::Embedded { embeddings, spec } => {
+                let (fitted, cross_fitted) =
+                    spec.scorer()?.fit_cross_fitted(&embeddings.select(training), held_out)?;
+                let mut out: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
+                for (slot, images) in out.iter_mut().zip(targets) {
+                    *slot = fitted.score(&embeddings.select(images))?;
+                }
+                if let (Some(banks), Some(knn)) = (banks, fitted.knn()) {
+                    banks.push(knn.share());
+                }
+                Ok((out, cross_fitted))
+            }
+            Scorer::Cells { .. } => {
+                let out = self.fit_score_keeping(training, targets, gaussian, banks)?;
+                let pick = |local: &[usize]| local.iter().map(|&i| training[i]).collect::<Vec<_>>();
+                let cross_fitted = scores_over_folds(training.len(), held_out, |inner, held| {
+                    let [scores] = self.fit_score(&pick(inner), [&pick(held)], gaussian)?;
+                    Ok(scores)
+                })?;
+                Ok((out, cross_fitted))
+            }
+        }
     }
 
     /// [`Scorer::fit_score`], also pushing the fitted memory bank onto `banks` for a knn scorer

@@ -87,11 +87,9 @@ pub fn fit(params: &FitParams, runtime: &Runtime, progress: &dyn Progress) -> Re
     let (embeddings, _, _) = embedder.embed(&training, OnBadImage::Stop, progress)?;
     let (backbone, preprocess) = (&embedder.primary().backbone, &embedder.primary().preprocess);
     let scorer = params.scorer.scorer()?;
-    let fitted = scorer.fit(&embeddings)?;
-    let (training_scores, threshold) =
-        params.threshold.choose_with(embeddings.len(), |training, held_out| {
-            scorer.fit(&embeddings.select(training))?.score(&embeddings.select(held_out))
-        })?;
+    let held_out = params.threshold.folds_for(embeddings.len())?;
+    let (fitted, training_scores) = scorer.fit_cross_fitted(&embeddings, &held_out)?;
+    let threshold = params.threshold.from_cross_fitted(&training_scores)?;
 
     let info = backbone.info();
     let meta = ModelMeta {

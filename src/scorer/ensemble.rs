@@ -11,7 +11,7 @@ use super::{
 };
 use crate::backbone::Levels;
 use crate::error::{Error, Result};
-use crate::threshold::cross_fitted_with;
+use crate::threshold::cross_fit_folds;
 
 /// One member: where its features come from and how it scores.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -100,15 +100,8 @@ impl Scorer for EnsembleParams {
         let mut members = Vec::new();
         for (spec, member_good) in self.members.iter().zip(embeddings) {
             let scorer = spec.scorer.scorer()?;
-            let fitted = scorer.fit(member_good)?;
-            let cross_fitted = cross_fitted_with(
-                member_good.len(),
-                self.folds,
-                self.seed,
-                |training, held_out| {
-                    scorer.fit(&member_good.select(training))?.score(&member_good.select(held_out))
-                },
-            )?;
+            let held_out = cross_fit_folds(member_good.len(), self.folds, self.seed)?;
+            let (fitted, cross_fitted) = scorer.fit_cross_fitted(member_good, &held_out)?;
             let n = cross_fitted.len() as f64;
             let centre = cross_fitted.sum() / n;
             let spread = (cross_fitted.iter().map(|s| (s - centre).powi(2)).sum::<f64>()

@@ -4,9 +4,10 @@
 //! (zero padding makes the network's border positions look unlike the interior, on good images
 //! too).
 
+use ndarray::Array1;
 use tch::{Device, Kind, Tensor};
 
-use super::nearest::{partitioned_coreset, search_precision, SearchBank};
+use super::nearest::{partitioned_coreset, search_precision, subset_coresets, SearchBank};
 use super::{
     other_fit, Embeddings, FittedScorer, PositionMap, Scorer, ScorerSpec, StoredTensor, TensorData,
 };
@@ -92,6 +93,67 @@ impl Scorer for KnnParams {
 
     fn fit(&self, good: &Embeddings) -> Result<Box<dyn FittedScorer>> {
         Ok(Box::new(self.fit_patches(good.patches()?)?))
+    }
+
+    /// The fit's coreset and the cross-fitting folds' coresets are selected together, in
+    /// lockstep ([`subset_coresets`]): five separate selections used to cost five times the fit's.
+    fn fit_cross_fitted(
+        &self,
+        good: &Embeddings,
+        held_out: &[Vec<usize>],
+    ) -> Result<(Box<dyn FittedScorer>, Array1<f64>)> {
+        let patches = good.patches()?;
+        self.check()?;
+        self.check_grids(patches)?;
+        if patches.rows() == 0 {
+            return Err(Error::numeric("knn fit", "no good-image positions to remember"));
+        }
+        let images = patches.len();
+        let all = patches.tensor();
+        // Each fold's bank: the positions of the images outside it.
+        let masks: Vec<Vec<bool>> = held_out
+            .iter()
+            .map(|fold| {
+                let mut mask = vec![true; patches.rows()];
+                for &image in fold {
+                    mask[patches.offsets[image]..patches.offsets[image + 1]].fill(false);
+                }
+                mask
+            })
+            .collect();
+        let banks: Vec<Tensor> = if self.coreset >= 1.0 {
+            std::iter::once(all.shallow_clone())
+                .chain(masks.iter().map(|mask| {
+                    let rows: Vec<i64> =
+                        (0..mask.len() as i64).filter(|&r| mask[r as usize]).collect();
+                    all.index_select(0, &Tensor::from_slice(&rows))
+                }))
+                .collect()
+        } else {
+            let subsets: Vec<Option<Vec<bool>>> =
+                std::iter::once(None).chain(masks.into_iter().map(Some)).collect();
+            subset_coresets(
+                &all,
+                &coreset_parts(&patches.offsets, CORESET_PART_ROWS),
+                &subsets,
+                self.coreset,
+                self.seed,
+            )?
+            .into_iter()
+            .map(|chosen| all.index_select(0, &Tensor::from_slice(&chosen)))
+            .collect()
+        };
+        let mut banks = banks.into_iter();
+        let whole = banks.next().expect("the fit's own bank comes first");
+        let fitted = KnnModel::new(self.clone(), patches.levels.clone(), whole)?;
+        let mut scores = Array1::zeros(images);
+        for (fold, bank) in held_out.iter().zip(banks) {
+            let model = KnnModel::new(self.clone(), patches.levels.clone(), bank)?;
+            for (&image, score) in fold.iter().zip(model.score(&good.select(fold))?) {
+                scores[image] = score;
+            }
+        }
+        Ok((Box::new(fitted), scores))
     }
 }
 
@@ -402,6 +464,39 @@ mod tests {
         assert!(model.score(&edge).unwrap()[0] < 1e-3);
         let maps = model.maps(&edge).unwrap().unwrap();
         assert!(maps[0].values[0] > 15.0 && (maps[0].height, maps[0].width) == (5, 5));
+    }
+
+    #[test]
+    fn cross_fitted_scores_come_from_banks_without_the_held_out_images() {
+        let mut rng = crate::rng::Rng::new(3);
+        let mut set = PatchSet::empty(Levels::new(vec![6, 7]).unwrap(), 6);
+        for i in 0..12 {
+            let values: Vec<f32> = (0..4 * 4 * 6).map(|_| rng.range(-1.0, 1.0) as f32).collect();
+            set.push(PathBuf::from(format!("{i}.png")), (4, 4), &values).unwrap();
+        }
+        let good = Embeddings::Patches(set);
+        let held_out = crate::threshold::cross_fit_folds(12, 5, 0).unwrap();
+        // The whole bank: exactly one plain fit per fold.
+        let whole = KnnParams { coreset: 1.0, border: 0, seed: 0 };
+        let (_, exact) = whole.fit_cross_fitted(&good, &held_out).unwrap();
+        let plain = crate::threshold::scores_over_folds(12, &held_out, |training, held| {
+            whole.fit(&good.select(training))?.score(&good.select(held))
+        })
+        .unwrap();
+        assert_eq!(exact, plain);
+        assert!(exact.iter().all(|&s| s > 0.1), "no held-out position is in its bank");
+        for coreset in [0.3, 0.6] {
+            let params = KnnParams { coreset, border: 0, seed: 0 };
+            let (fitted, cross) = params.fit_cross_fitted(&good, &held_out).unwrap();
+            let plain_fit = params.fit_patches(good.patches().unwrap()).unwrap();
+            assert_eq!(fitted.knn().unwrap().bank_rows(), plain_fit.bank_rows());
+            // A fold's coreset holds only positions of the other folds' images, so a held-out
+            // image is no nearer to it than to all of those positions.
+            for (i, (&c, &e)) in cross.iter().zip(&exact).enumerate() {
+                assert!(c >= e - 1e-4, "{coreset}: image {i} scores {c} below {e}");
+            }
+            assert!(cross.iter().zip(&exact).any(|(c, e)| c > e), "a coreset is a true subset");
+        }
     }
 
     #[test]

@@ -22,10 +22,13 @@ pub mod knn;
 pub mod nearest;
 pub mod subspace;
 
+use ndarray::Array1;
+
 use crate::backbone::Levels;
 use crate::error::Result;
 pub use crate::features::{EmbeddingKind, Embeddings};
 use crate::gaussian::MultiLevelGaussian;
+use crate::threshold::scores_over_folds;
 
 pub use ensemble::{EnsembleModel, EnsembleParams, MemberSpec, TensorReaders};
 pub use gaussian::GaussianScorer;
@@ -158,6 +161,22 @@ pub trait Scorer {
 
     /// Fits on the embeddings of good images.
     fn fit(&self, good: &Embeddings) -> Result<Box<dyn FittedScorer>>;
+
+    /// Fits on all of `good` and also scores each image by a fit on the images outside its
+    /// cross-fitting fold (`held_out`: each fold's image indices), as the label-free threshold
+    /// and an ensemble's standardisation need. Scorers that can share work between these fits
+    /// override it.
+    fn fit_cross_fitted(
+        &self,
+        good: &Embeddings,
+        held_out: &[Vec<usize>],
+    ) -> Result<(Box<dyn FittedScorer>, Array1<f64>)> {
+        let fitted = self.fit(good)?;
+        let scores = scores_over_folds(good.len(), held_out, |training, held| {
+            self.fit(&good.select(training))?.score(&good.select(held))
+        })?;
+        Ok((fitted, scores))
+    }
 }
 
 /// Reads a stored float64 tensor by name, checking it has the expected shape.

@@ -232,17 +232,70 @@ pub fn partitioned_coreset(
     share: f64,
     seed: u64,
 ) -> Result<Vec<i64>> {
-    if parts.iter().all(|part| part.is_empty()) {
+    let mut selected = subset_coresets(features, parts, &[None], share, seed)?;
+    Ok(selected.pop().unwrap_or_default())
+}
+
+/// [`partitioned_coreset`]s of several subsets of the same rows at once: `subsets` holds one row
+/// mask per subset (`None`: every row), and each subset keeps `share` of its rows in each part.
+/// The selections run in lockstep, one batch of centres per subset and round, and one matrix
+/// product per round updates every subset's distances: selection is memory-bound on a CPU (each
+/// round streams all rows through for a product a few dozen centres tall), so the five
+/// overlapping subsets behind a knn fit's cross-fitted threshold, selected with the fit's own
+/// coreset, cost little more than that one alone. Each subset draws its first centres from its
+/// own copy of the generator: with one subset this is exactly [`partitioned_coreset`]'s
+/// selection, and a subset's coreset does not depend on the others.
+pub fn subset_coresets(
+    features: &Tensor,
+    parts: &[std::ops::Range<i64>],
+    subsets: &[Option<Vec<bool>>],
+    share: f64,
+    seed: u64,
+) -> Result<Vec<Vec<i64>>> {
+    if parts.iter().all(|part| part.is_empty()) || subsets.is_empty() {
         return Err(Error::numeric("coreset", "nothing to select from"));
+    }
+    let rows = features.size()[0];
+    if let Some(mask) = subsets.iter().flatten().find(|mask| mask.len() as i64 != rows) {
+        return Err(Error::numeric(
+            "coreset",
+            format!("a subset's mask has {} entries for {rows} rows", mask.len()),
+        ));
     }
     let mut rng = Rng::new(seed);
     let projected = project(features, &mut rng);
-    let mut selected = Vec::new();
+    let mut generators = vec![rng; subsets.len()];
+    let mut selected = vec![Vec::new(); subsets.len()];
     for part in parts.iter().filter(|part| !part.is_empty()) {
-        let rows = projected.narrow(0, part.start, part.end - part.start);
-        let count = ((rows.size()[0] as f64 * share).ceil() as i64).max(1);
-        let chosen = greedy_in_projection(&rows, count, &mut rng, search_precision(rows.device()))?;
-        selected.extend(chosen.into_iter().map(|i| i + part.start));
+        let part_rows = projected.narrow(0, part.start, part.end - part.start);
+        let members: Vec<Option<Vec<i64>>> = subsets
+            .iter()
+            .map(|mask| {
+                mask.as_ref().map(|mask| {
+                    (part.start..part.end)
+                        .filter(|&row| mask[row as usize])
+                        .map(|row| row - part.start)
+                        .collect()
+                })
+            })
+            .collect();
+        let counts: Vec<i64> = members
+            .iter()
+            .map(|m| {
+                let size = m.as_ref().map_or(part_rows.size()[0], |m| m.len() as i64);
+                ((size as f64 * share).ceil() as i64).max(1)
+            })
+            .collect();
+        let chosen = greedy_in_lockstep(
+            &part_rows,
+            &members,
+            &counts,
+            &mut generators,
+            search_precision(part_rows.device()),
+        )?;
+        for (all, part_chosen) in selected.iter_mut().zip(chosen) {
+            all.extend(part_chosen.into_iter().map(|i| i + part.start));
+        }
     }
     Ok(selected)
 }
@@ -265,7 +318,8 @@ fn project(features: &Tensor, rng: &mut Rng) -> Tensor {
     }
 }
 
-/// Greedy k-center selection of `count` rows of `projected`, batched.
+/// Greedy k-center selection, batched, of `counts[i]` rows of each subset `i` of `projected`
+/// (`members`: the subset's row indices; `None`: every row), all subsets in lockstep.
 ///
 /// Exact greedy selection is sequential: one pass over all n rows per centre, memory-bound and
 /// slow on a CPU for banks of 10⁵ rows. Here each round adds a batch of centres: the 4·b rows
@@ -274,66 +328,147 @@ fn project(features: &Tensor, rng: &mut Rng) -> Tensor {
 /// and the distances of all rows are then updated with one matrix product (in bf16 at
 /// [`SearchPrecision::Bf16`]: the farthest rows are ranked by rounded distances, while the
 /// candidates' distances to each other stay float32). With b = 1 this is exact greedy selection;
-/// rounds are sized so that there are at most `MAX_ROUNDS`.
-fn greedy_in_projection(
+/// rounds are sized so that there are at most `MAX_ROUNDS`. Rows outside a subset keep a
+/// distance of −1, below every real one, so they are never its candidates.
+fn greedy_in_lockstep(
     projected: &Tensor,
-    count: i64,
-    rng: &mut Rng,
+    members: &[Option<Vec<i64>>],
+    counts: &[i64],
+    generators: &mut [Rng],
     precision: SearchPrecision,
-) -> Result<Vec<i64>> {
+) -> Result<Vec<Vec<i64>>> {
+    struct Selection {
+        count: i64,
+        batch: i64,
+        selected: Vec<i64>,
+        nearest: Tensor,
+        exhausted: bool,
+    }
     let n = projected.size()[0];
-    if count == 0 || n == 0 {
+    if n == 0 {
         return Err(Error::numeric("coreset", "nothing to select from"));
     }
-    let count = count.min(n);
     // Centred, distances are unchanged and the products' terms smaller (less cancellation).
     let projected = projected - projected.mean_dim(&[0i64][..], true, Kind::Float);
     let norms = row_norms(&projected);
     let updates = DistanceUpdates::new(&projected, &norms, precision);
-    let first = rng.below(n as usize) as i64;
-    let mut selected = vec![first];
-    let mut nearest = updates.to_nearest_of(&[first])?;
-    let batch = ((count + MAX_ROUNDS - 1) / MAX_ROUNDS).max(1);
-    while (selected.len() as i64) < count {
-        let take = batch.min(count - selected.len() as i64);
-        let candidates_count = (4 * take).min(n);
-        let (candidate_distances, candidates) = nearest.topk(candidates_count, 0, true, true);
-        let candidate_rows = projected.index_select(0, &candidates);
-        let candidate_norms = norms.index_select(0, &candidates);
-        // Greedy among the candidates: their own distances to each other, on the CPU (small).
-        let mut remaining: Vec<f32> =
-            Vec::<f32>::try_from(candidate_distances.to_device(Device::Cpu).contiguous())
-                .map_err(torch("coreset"))?;
-        let indices: Vec<i64> =
-            Vec::<i64>::try_from(candidates.to_device(Device::Cpu)).map_err(torch("coreset"))?;
-        let among = pairwise_squared(&candidate_rows, &candidate_norms)?;
-        let mut chosen_local = Vec::with_capacity(take as usize);
-        for _ in 0..take {
-            let (best, best_distance) = remaining
-                .iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc });
-            if best_distance <= 0.0 {
-                break; // every row already coincides with a centre
-            }
-            chosen_local.push(best);
-            let row = &among[best * remaining.len()..(best + 1) * remaining.len()];
-            for (r, &to_new) in remaining.iter_mut().zip(row) {
-                *r = r.min(to_new.max(0.0));
-            }
+    let sizes: Vec<i64> =
+        members.iter().map(|m| m.as_ref().map_or(n, |m| m.len() as i64)).collect();
+    let firsts: Vec<Option<i64>> = members
+        .iter()
+        .zip(&sizes)
+        .zip(generators.iter_mut())
+        .map(|((subset, &size), rng)| {
+            (size > 0).then(|| {
+                let pick = rng.below(size as usize);
+                subset.as_ref().map_or(pick as i64, |rows| rows[pick])
+            })
+        })
+        .collect();
+    let first_groups: Vec<Vec<i64>> = firsts.iter().flatten().map(|&first| vec![first]).collect();
+    let mut first_distances = updates.to_nearest_of_groups(&first_groups)?.into_iter();
+    let mut selections: Vec<Option<Selection>> = Vec::with_capacity(members.len());
+    for (index, ((subset, &size), first)) in members.iter().zip(&sizes).zip(&firsts).enumerate() {
+        let Some(first) = first else {
+            selections.push(None);
+            continue;
+        };
+        let mut nearest = first_distances.next().expect("one first group per live subset");
+        if let Some(rows) = subset {
+            let outside = Tensor::ones([n], (Kind::Bool, projected.device())).index_fill(
+                0,
+                &Tensor::from_slice(rows).to_device(projected.device()),
+                0,
+            );
+            nearest = nearest.masked_fill(&outside, -1.0);
         }
-        if chosen_local.is_empty() {
+        let count = counts[index].min(size);
+        if count <= 0 {
+            return Err(Error::numeric("coreset", "nothing to select from"));
+        }
+        selections.push(Some(Selection {
+            count,
+            batch: ((count + MAX_ROUNDS - 1) / MAX_ROUNDS).max(1),
+            selected: vec![*first],
+            nearest,
+            exhausted: false,
+        }));
+    }
+    loop {
+        let mut groups = Vec::new();
+        let mut owners = Vec::new();
+        for (owner, selection) in selections.iter_mut().enumerate() {
+            let Some(selection) = selection.as_mut() else { continue };
+            let missing = selection.count - selection.selected.len() as i64;
+            if selection.exhausted || missing <= 0 {
+                continue;
+            }
+            let chosen =
+                next_centres(&projected, &norms, &selection.nearest, selection.batch.min(missing))?;
+            if chosen.is_empty() {
+                selection.exhausted = true; // every row already coincides with a centre
+                continue;
+            }
+            groups.push(chosen);
+            owners.push(owner);
+        }
+        if groups.is_empty() {
             break;
         }
-        let chosen: Vec<i64> = chosen_local.iter().map(|&i| indices[i]).collect();
-        nearest = nearest.minimum(&updates.to_nearest_of(&chosen)?);
-        selected.extend(chosen);
+        for ((owner, chosen), distances) in
+            owners.into_iter().zip(groups.iter()).zip(updates.to_nearest_of_groups(&groups)?)
+        {
+            let selection = selections[owner].as_mut().expect("owners are live selections");
+            selection.nearest = selection.nearest.minimum(&distances);
+            selection.selected.extend(chosen);
+        }
     }
-    Ok(selected)
+    Ok(selections.into_iter().map(|s| s.map(|s| s.selected).unwrap_or_default()).collect())
 }
 
-/// At most this many batched rounds in [`greedy_in_projection`].
+/// The next `take` centres of one selection: among the 4·`take` rows farthest from its centres
+/// (`nearest`: squared distances), chosen greedily by their float32 distances to each other.
+fn next_centres(
+    projected: &Tensor,
+    norms: &Tensor,
+    nearest: &Tensor,
+    take: i64,
+) -> Result<Vec<i64>> {
+    let candidates_count = (4 * take).min(nearest.size()[0]);
+    let (candidate_distances, candidates) = nearest.topk(candidates_count, 0, true, true);
+    let candidate_rows = projected.index_select(0, &candidates);
+    let candidate_norms = norms.index_select(0, &candidates);
+    // Greedy among the candidates: their own distances to each other, on the CPU (small).
+    let mut remaining: Vec<f32> =
+        Vec::<f32>::try_from(candidate_distances.to_device(Device::Cpu).contiguous())
+            .map_err(torch("coreset"))?;
+    let indices: Vec<i64> =
+        Vec::<i64>::try_from(candidates.to_device(Device::Cpu)).map_err(torch("coreset"))?;
+    let among = pairwise_squared(&candidate_rows, &candidate_norms)?;
+    let mut chosen = Vec::with_capacity(take as usize);
+    for _ in 0..take {
+        let (best, best_distance) = remaining
+            .iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc });
+        if best_distance <= 0.0 {
+            break; // every row already coincides with a centre
+        }
+        chosen.push(indices[best]);
+        let row = &among[best * remaining.len()..(best + 1) * remaining.len()];
+        for (r, &to_new) in remaining.iter_mut().zip(row) {
+            *r = r.min(to_new.max(0.0));
+        }
+    }
+    Ok(chosen)
+}
+
+/// At most this many batched rounds in [`greedy_in_lockstep`].
 const MAX_ROUNDS: i64 = 512;
+
+/// Bytes of products per block of a distance update: kept under glibc's 32 MiB mapping threshold
+/// (see [`BANK_CHUNK`]) when several subsets' centres share one product.
+const UPDATE_BLOCK_BYTES: i64 = 16 << 20;
 
 /// Squared distances of all rows to their nearest centre, one matrix product per batch of
 /// centres: centres augmented as (−2c, ‖c‖²) times rows augmented with a 1 give ‖c‖² − 2rc, whose
@@ -359,17 +494,46 @@ impl<'a> DistanceUpdates<'a> {
         DistanceUpdates { augmented, rows, norms, kind }
     }
 
-    /// Squared distance of every row to the nearest of the rows `centres` (float); the centres
-    /// themselves at exactly 0 (rounded bf16 products would leave them a little above, and a
-    /// dense part could then offer a centre again).
-    fn to_nearest_of(&self, centres: &[i64]) -> Result<Tensor> {
-        let index = Tensor::from_slice(centres).to_device(self.rows.device());
+    /// For each (non-empty) group of centres, the squared distance of every row to the group's nearest
+    /// centre (float), from one product for all groups (in column blocks of at most
+    /// [`UPDATE_BLOCK_BYTES`]); a group's centres themselves at exactly 0 (rounded bf16 products
+    /// would leave them a little above, and a dense part could then offer a centre again).
+    fn to_nearest_of_groups(&self, groups: &[Vec<i64>]) -> Result<Vec<Tensor>> {
+        let device = self.rows.device();
+        if groups.iter().any(Vec::is_empty) {
+            return Err(Error::numeric("coreset", "a distance update without centres"));
+        }
+        let all: Vec<i64> = groups.concat();
+        let index = Tensor::from_slice(&all).to_device(device);
         let centre_rows = self.rows.index_select(0, &index);
         let centre_norms = self.norms.index_select(0, &index).unsqueeze(1);
         let centres = Tensor::cat(&[centre_rows * -2.0, centre_norms], 1).to_kind(self.kind);
-        let products = centres.f_mm(&self.augmented).map_err(torch("coreset"))?;
-        let nearest = products.amin(&[0i64][..], false).to_kind(Kind::Float);
-        Ok((nearest + self.norms).clamp_min(0.0).index_fill(0, &index, 0.0))
+        let n = self.augmented.size()[1];
+        let bytes = if self.kind == Kind::BFloat16 { 2 } else { 4 };
+        let block = (UPDATE_BLOCK_BYTES / (all.len() as i64 * bytes)).max(1).min(n);
+        let mut per_group: Vec<Vec<Tensor>> = groups.iter().map(|_| Vec::new()).collect();
+        let mut column = 0;
+        while column < n {
+            let width = block.min(n - column);
+            let products =
+                centres.f_mm(&self.augmented.narrow(1, column, width)).map_err(torch("coreset"))?;
+            let mut start = 0;
+            for (group, pieces) in groups.iter().zip(per_group.iter_mut()) {
+                let length = group.len() as i64;
+                pieces.push(products.narrow(0, start, length).amin(&[0i64][..], false));
+                start += length;
+            }
+            column += width;
+        }
+        groups
+            .iter()
+            .zip(per_group)
+            .map(|(group, pieces)| {
+                let nearest = Tensor::cat(&pieces, 0).to_kind(Kind::Float);
+                let own = Tensor::from_slice(group).to_device(device);
+                Ok((nearest + self.norms).clamp_min(0.0).index_fill(0, &own, 0.0))
+            })
+            .collect()
     }
 }
 
@@ -415,7 +579,9 @@ mod tests {
     ) -> Result<Vec<i64>> {
         let mut rng = Rng::new(seed);
         let projected = project(features, &mut rng);
-        greedy_in_projection(&projected, count as i64, &mut rng, precision)
+        let mut chosen =
+            greedy_in_lockstep(&projected, &[None], &[count as i64], &mut [rng], precision)?;
+        Ok(chosen.pop().unwrap_or_default())
     }
 
     fn random(rows: i64, cols: i64, seed: u64) -> Tensor {
@@ -560,6 +726,52 @@ mod tests {
                 "{count}: by parts {parts_radius} vs random {random_radius}"
             );
         }
+    }
+
+    #[test]
+    fn subset_coresets_stay_inside_their_subsets_and_cover_them() {
+        let mut rng = Rng::new(4);
+        let mixing = random(4, 64, 5);
+        let rows: Vec<Tensor> = (0..2000)
+            .map(|_| {
+                random(1, 4, rng.next_u64()).mm(&mixing).view(-1)
+                    + random(1, 64, rng.next_u64()).view(-1) * 0.05
+            })
+            .collect();
+        let features = Tensor::stack(&rows, 0);
+        let every_third_skipped: Vec<bool> = (0..2000).map(|i| i % 3 != 0).collect();
+        let first_half: Vec<bool> = (0..2000).map(|i| i < 1000).collect();
+        let subsets = [None, Some(every_third_skipped), Some(first_half)];
+        let parts = [0..1200, 1200..2000];
+        let chosen = subset_coresets(&features, &parts, &subsets, 0.1, 2).unwrap();
+        assert_eq!(chosen.len(), 3);
+        for (subset, chosen) in subsets.iter().zip(&chosen) {
+            let member = |row: i64| subset.as_ref().is_none_or(|mask| mask[row as usize]);
+            assert!(chosen.iter().all(|&row| member(row)), "a centre outside its subset");
+            let mut unique = chosen.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(unique.len(), chosen.len(), "a centre was chosen twice");
+            // The share of each part's members.
+            for part in &parts {
+                let members = part.clone().filter(|&row| member(row)).count();
+                let inside = chosen.iter().filter(|row| part.contains(row)).count();
+                assert_eq!(inside, (members as f64 * 0.1).ceil() as usize, "{part:?}");
+            }
+            // Its own rows are covered better than by a random pick of as many of them.
+            let own: Vec<i64> = (0..2000).filter(|&row| member(row)).collect();
+            let own_features = features.index_select(0, &Tensor::from_slice(&own));
+            let position: std::collections::HashMap<i64, i64> =
+                own.iter().enumerate().map(|(i, &row)| (row, i as i64)).collect();
+            let local: Vec<i64> = chosen.iter().map(|row| position[row]).collect();
+            let mut order: Vec<i64> = (0..own.len() as i64).collect();
+            Rng::new(1).shuffle(&mut order);
+            let greedy = covering_radius(&own_features, &local).unwrap();
+            let random_pick = covering_radius(&own_features, &order[..local.len()]).unwrap();
+            assert!(greedy <= random_pick, "greedy {greedy} vs random {random_pick}");
+        }
+        // A mask of the wrong length is refused.
+        assert!(subset_coresets(&features, &parts, &[Some(vec![true; 10])], 0.1, 2).is_err());
     }
 
     #[test]
