@@ -186,7 +186,7 @@ impl SearchBank {
                 .unsqueeze(0)
                 .f_addmm(&scaled, &rows.tr())
                 .map_err(torch("nearest neighbour"))?;
-            let (values, indices) = approximate.topk(keep.min(bank_length), 1, false, false);
+            let (values, indices) = nearest_candidates(&approximate, keep.min(bank_length));
             let indices = indices + bank_start;
             best = Some(match best {
                 // The nearest `keep` of the candidates so far and this chunk's.
@@ -209,6 +209,32 @@ impl SearchBank {
             (gathered - block.unsqueeze(1)).square().sum_dim_intlist(2, false, Kind::Float);
         Ok(squared.amin(&[1i64][..], false).sqrt())
     }
+}
+
+/// Bank rows per candidate group in [`nearest_candidates`].
+const CANDIDATE_GROUPS: i64 = 8;
+
+/// The `keep` smallest values of each row of `distances` (q × m) and their columns, unsorted:
+/// `topk`, which costs 60 % of the bf16 product that made `distances` when run on all m columns.
+/// Instead: the column-wise minimum of [`CANDIDATE_GROUPS`] slices of m / groups columns (a
+/// vectorised pass), the `keep` slice positions with the smallest minima, and `topk` among the
+/// `keep × groups` columns at those positions. That finds the same values: each of the `keep`
+/// smallest lies at a position whose minimum is at most the `keep`-th smallest value, and there
+/// are at most `keep` such positions (ties aside, which `topk` breaks arbitrarily too).
+fn nearest_candidates(distances: &Tensor, keep: i64) -> (Tensor, Tensor) {
+    let (q, m) = (distances.size()[0], distances.size()[1]);
+    let width = m / CANDIDATE_GROUPS;
+    if m % CANDIDATE_GROUPS != 0 || width <= keep {
+        return distances.topk(keep, 1, false, false);
+    }
+    let minima = distances.view([q, CANDIDATE_GROUPS, width]).amin(&[1i64][..], false);
+    let (_, positions) = minima.topk(keep, 1, false, false);
+    let offsets = Tensor::arange(CANDIDATE_GROUPS, (Kind::Int64, distances.device()))
+        .view([1, 1, -1])
+        * width;
+    let columns = (positions.unsqueeze(2) + offsets).reshape([q, -1]);
+    let (values, order) = distances.gather(1, &columns, false).topk(keep, 1, false, false);
+    (values, columns.gather(1, &order, false))
 }
 
 /// Squared norms of each row.
@@ -644,6 +670,20 @@ mod tests {
             // float32 products lose about 0.3 % to cancellation on such rows.
             assert!((b - r).abs() <= 1e-5 * r.max(1.0), "bf16 {b} vs {r}");
             assert!((e - r).abs() <= 1e-2 * r.max(1.0), "fp32 {e} vs {r}");
+        }
+    }
+
+    #[test]
+    fn grouped_candidates_are_the_smallest_values() {
+        for (m, keep) in [(8192, 8), (4096, 3), (1000, 8), (24, 8)] {
+            let distances = random(50, m, m as u64);
+            let (values, columns) = nearest_candidates(&distances, keep);
+            let (expected, _) = distances.topk(keep, 1, false, true);
+            let (sorted, order) = values.sort(1, false);
+            assert!(sorted.equal(&expected), "{m} columns, {keep} kept");
+            // The columns hold those values.
+            let at = distances.gather(1, &columns.gather(1, &order, false), false);
+            assert!(at.equal(&sorted));
         }
     }
 
