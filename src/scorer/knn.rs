@@ -49,6 +49,16 @@ impl KnnParams {
         Ok(())
     }
 
+    /// Checks the settings and that `patches` (good images) can make a memory bank.
+    fn check_fit(&self, patches: &PatchSet) -> Result<()> {
+        self.check()?;
+        self.check_grids(patches)?;
+        if patches.rows() == 0 {
+            return Err(Error::numeric("knn fit", "no good-image positions to remember"));
+        }
+        Ok(())
+    }
+
     /// Checks that `border` leaves positions on every grid of `patches`.
     fn check_grids(&self, patches: &PatchSet) -> Result<()> {
         if let Some(&(h, w)) =
@@ -96,18 +106,15 @@ impl Scorer for KnnParams {
     }
 
     /// The fit's coreset and the cross-fitting folds' coresets are selected together, in
-    /// lockstep ([`subset_coresets`]): five separate selections used to cost five times the fit's.
+    /// lockstep ([`subset_coresets`]); selected one after another, the folds' five cost about
+    /// four times the fit's own.
     fn fit_cross_fitted(
         &self,
         good: &Embeddings,
         held_out: &[Vec<usize>],
     ) -> Result<(Box<dyn FittedScorer>, Array1<f64>)> {
         let patches = good.patches()?;
-        self.check()?;
-        self.check_grids(patches)?;
-        if patches.rows() == 0 {
-            return Err(Error::numeric("knn fit", "no good-image positions to remember"));
-        }
+        self.check_fit(patches)?;
         let images = patches.len();
         let all = patches.tensor();
         // Each fold's bank: the positions of the images outside it.
@@ -160,11 +167,7 @@ impl Scorer for KnnParams {
 impl KnnParams {
     /// Fits the patch memory on the patch features of good images.
     pub fn fit_patches(&self, patches: &PatchSet) -> Result<KnnModel> {
-        self.check()?;
-        self.check_grids(patches)?;
-        if patches.rows() == 0 {
-            return Err(Error::numeric("knn fit", "no good-image positions to remember"));
-        }
+        self.check_fit(patches)?;
         let all = patches.tensor();
         let bank = if self.coreset >= 1.0 {
             all

@@ -171,12 +171,22 @@ pub trait Scorer {
         good: &Embeddings,
         held_out: &[Vec<usize>],
     ) -> Result<(Box<dyn FittedScorer>, Array1<f64>)> {
-        let fitted = self.fit(good)?;
-        let scores = scores_over_folds(good.len(), held_out, |training, held| {
-            self.fit(&good.select(training))?.score(&good.select(held))
-        })?;
-        Ok((fitted, scores))
+        refit_per_fold(self, good, held_out)
     }
+}
+
+/// [`Scorer::fit_cross_fitted`] by plain refitting: one fit on all of `good`, one per fold on
+/// the images outside it.
+pub fn refit_per_fold<S: Scorer + ?Sized>(
+    scorer: &S,
+    good: &Embeddings,
+    held_out: &[Vec<usize>],
+) -> Result<(Box<dyn FittedScorer>, Array1<f64>)> {
+    let fitted = scorer.fit(good)?;
+    let scores = scores_over_folds(good.len(), held_out, |training, held| {
+        scorer.fit(&good.select(training))?.score(&good.select(held))
+    })?;
+    Ok((fitted, scores))
 }
 
 /// Reads a stored float64 tensor by name, checking it has the expected shape.
