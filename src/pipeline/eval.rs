@@ -29,7 +29,7 @@ use crate::metrics::{best_f1_threshold, roc_auc, roc_curve, Confusion, RocPoint,
 use crate::pipeline::embed::Embedder;
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
-use crate::scorer::{KnnModel, KnnParams, ScorerSpec};
+use crate::scorer::{FittedScorer, KnnModel, KnnParams, ScorerSpec};
 use crate::threshold::{scores_over_folds, QuantileThreshold};
 
 /// Version of `metrics.json`.
@@ -674,14 +674,7 @@ impl Scorer {
             Scorer::Embedded { embeddings, spec } => {
                 let (fitted, cross_fitted) =
                     spec.scorer()?.fit_cross_fitted(&embeddings.select(training), held_out)?;
-                let mut out: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
-                for (slot, images) in out.iter_mut().zip(targets) {
-                    *slot = fitted.score(&embeddings.select(images))?;
-                }
-                if let (Some(banks), Some(knn)) = (banks, fitted.knn()) {
-                    banks.push(knn.share());
-                }
-                Ok((out, cross_fitted))
+                Ok((score_targets(&*fitted, embeddings, targets, banks)?, cross_fitted))
             }
             Scorer::Cells { .. } => {
                 let out = self.fit_score_keeping(training, targets, gaussian, banks)?;
@@ -708,12 +701,7 @@ impl Scorer {
         match self {
             Scorer::Embedded { embeddings, spec } => {
                 let fitted = spec.scorer()?.fit(&embeddings.select(training))?;
-                for (slot, images) in out.iter_mut().zip(targets) {
-                    *slot = fitted.score(&embeddings.select(images))?;
-                }
-                if let (Some(banks), Some(knn)) = (banks, fitted.knn()) {
-                    banks.push(knn.share());
-                }
+                out = score_targets(&*fitted, embeddings, targets, banks)?;
             }
             Scorer::Cells { features, cells } => {
                 let rows = |images: &[usize]| -> Vec<usize> {
@@ -731,6 +719,23 @@ impl Scorer {
         }
         Ok(out)
     }
+}
+
+/// Scores each list of `targets` with `fitted`, pushing its memory bank onto `banks` for knn.
+fn score_targets<const N: usize>(
+    fitted: &dyn FittedScorer,
+    embeddings: &Embeddings,
+    targets: [&[usize]; N],
+    banks: Option<&mut Vec<KnnModel>>,
+) -> Result<[Vec<f64>; N]> {
+    let mut out: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
+    for (slot, images) in out.iter_mut().zip(targets) {
+        *slot = fitted.score(&embeddings.select(images))?;
+    }
+    if let (Some(banks), Some(knn)) = (banks, fitted.knn()) {
+        banks.push(knn.share());
+    }
+    Ok(out)
 }
 
 fn summarise(
