@@ -5,11 +5,9 @@
 //!
 //! Standardising puts a Mahalanobis sum and a patch distance on one scale, without labels.
 
-use ndarray::Array1;
-
 use super::{
-    refit_per_fold, Embeddings, FittedScorer, PositionMap, ReadF64Shaped, ReadWithShape, Scorer,
-    ScorerSpec, StoredTensor, TensorData,
+    Embeddings, FittedScorer, PositionMap, ReadF64Shaped, ReadWithShape, Scorer, ScorerSpec,
+    StoredTensor, TensorData,
 };
 use crate::backbone::Levels;
 use crate::error::{Error, Result};
@@ -94,44 +92,12 @@ impl Scorer for EnsembleParams {
     }
 
     fn fit(&self, good: &Embeddings) -> Result<Box<dyn FittedScorer>> {
-        Ok(Box::new(self.fit_members(good)?.0))
-    }
-
-    /// Where the threshold's folds are the ensemble's own (the defaults), the members'
-    /// cross-fitted scores serve twice: for their standardisation, and standardised and summed
-    /// as the ensemble's cross-fitted scores (each member scores an image by a fit without the
-    /// image's fold; the mean and spread are taken over all images' such scores). Refitting the
-    /// ensemble per fold instead repeats every member's cross-fitting inside each fold, six
-    /// times the work. With other folds the ensemble is refitted per fold.
-    fn fit_cross_fitted(
-        &self,
-        good: &Embeddings,
-        held_out: &[Vec<usize>],
-    ) -> Result<(Box<dyn FittedScorer>, Array1<f64>)> {
-        self.check()?;
-        if cross_fit_folds(good.len(), self.folds, self.seed)? != held_out {
-            return refit_per_fold(self, good, held_out);
-        }
-        let (model, member_scores) = self.fit_members(good)?;
-        let mut total = Array1::zeros(good.len());
-        for (member, scores) in model.members.iter().zip(member_scores) {
-            total += &((scores - member.centre) / member.spread);
-        }
-        Ok((Box::new(model), total))
-    }
-}
-
-impl EnsembleParams {
-    /// Fits every member on its embeddings of `good` and standardises it by its cross-fitted
-    /// scores on this ensemble's folds; also returns those scores, per member.
-    fn fit_members(&self, good: &Embeddings) -> Result<(EnsembleModel, Vec<Array1<f64>>)> {
         self.check()?;
         let embeddings = good.members()?;
         if embeddings.len() != self.members.len() {
             return Err(Error::numeric("ensemble", "one embedding per member is needed"));
         }
         let mut members = Vec::new();
-        let mut member_scores = Vec::new();
         for (spec, member_good) in self.members.iter().zip(embeddings) {
             let scorer = spec.scorer.scorer()?;
             let held_out = cross_fit_folds(member_good.len(), self.folds, self.seed)?;
@@ -144,9 +110,8 @@ impl EnsembleParams {
             .max(centre.abs() * MIN_RELATIVE_SPREAD)
             .max(f64::MIN_POSITIVE);
             members.push(FittedMember { spec: spec.clone(), scorer: fitted, centre, spread });
-            member_scores.push(cross_fitted);
         }
-        Ok((EnsembleModel { params: self.clone(), members }, member_scores))
+        Ok(Box::new(EnsembleModel { params: self.clone(), members }))
     }
 }
 
@@ -266,49 +231,7 @@ pub fn load(params: &EnsembleParams, read: &TensorReaders) -> Result<EnsembleMod
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::PatchSet;
     use crate::scorer::KnnParams;
-
-    fn random_patches(images: usize, seed: u64) -> Embeddings {
-        let mut rng = crate::rng::Rng::new(seed);
-        let mut set = PatchSet::empty(Levels::new(vec![6, 7]).unwrap(), 5);
-        for i in 0..images {
-            let values: Vec<f32> = (0..3 * 3 * 5).map(|_| rng.range(-1.0, 1.0) as f32).collect();
-            set.push(std::path::PathBuf::from(format!("{i}.png")), (3, 3), &values).unwrap();
-        }
-        Embeddings::Patches(set)
-    }
-
-    #[test]
-    fn cross_fitted_scores_reuse_the_members_cross_fits_on_the_ensembles_folds() {
-        let knn = |coreset| KnnParams { coreset, border: 0, seed: 0 };
-        let member = |coreset| MemberSpec {
-            backbone: "b".into(),
-            levels: Levels::new(vec![6, 7]).unwrap(),
-            scorer: ScorerSpec::Knn(knn(coreset)),
-        };
-        let params = EnsembleParams::new(vec![member(1.0), member(0.5)]);
-        let parts = [random_patches(15, 1), random_patches(15, 2)];
-        let good = Embeddings::Members(parts.to_vec());
-        let own = cross_fit_folds(15, params.folds, params.seed).unwrap();
-        let (fitted, scores) = params.fit_cross_fitted(&good, &own).unwrap();
-        let model = fitted.ensemble().unwrap();
-        // Each member's own cross-fitted scores on those folds, standardised and summed.
-        let mut expected = Array1::zeros(15);
-        for ((member, part), coreset) in model.members().iter().zip(&parts).zip([1.0, 0.5]) {
-            let (_, member_scores) = knn(coreset).fit_cross_fitted(part, &own).unwrap();
-            expected += &((member_scores - member.centre) / member.spread);
-        }
-        assert_eq!(scores, expected);
-        // The same model as a plain fit.
-        let plain = params.fit(&good).unwrap();
-        assert_eq!(plain.score(&good).unwrap(), fitted.score(&good).unwrap());
-        // Other folds: the ensemble is refitted per fold.
-        let other = cross_fit_folds(15, 3, 7).unwrap();
-        let (_, refitted) = params.fit_cross_fitted(&good, &other).unwrap();
-        let (_, by_refitting) = refit_per_fold(&params, &good, &other).unwrap();
-        assert_eq!(refitted, by_refitting);
-    }
 
     #[test]
     fn members_parse_with_defaults_and_errors_name_the_flag() {
