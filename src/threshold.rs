@@ -10,8 +10,6 @@
 use ndarray::Array1;
 
 use crate::error::{Error, Result};
-use crate::features::FeatureSet;
-use crate::gaussian::{GaussianParams, MultiLevelGaussian};
 use crate::rng::Rng;
 
 /// A threshold and how it was chosen (stored in the model file, shown in reports).
@@ -58,30 +56,6 @@ impl QuantileThreshold {
         Ok(())
     }
 
-    /// Cross-fitted scores of the training images and the threshold taken from them.
-    pub fn choose(
-        &self,
-        features: &FeatureSet,
-        params: &GaussianParams,
-    ) -> Result<(Array1<f64>, Threshold)> {
-        self.choose_with(features.len(), |training, held_out| {
-            let model = MultiLevelGaussian::fit(&features.select(training), params)?;
-            Ok(model.score(&features.select(held_out))?.to_vec())
-        })
-    }
-
-    /// The same for any scoring: `fit_score(training, held_out)` fits on the images indexed by
-    /// `training` and returns the scores of those in `held_out`.
-    pub fn choose_with(
-        &self,
-        images: usize,
-        fit_score: impl Fn(&[usize], &[usize]) -> Result<Vec<f64>>,
-    ) -> Result<(Array1<f64>, Threshold)> {
-        let scores = scores_over_folds(images, &self.folds_for(images)?, fit_score)?;
-        let threshold = self.from_cross_fitted(&scores)?;
-        Ok((scores, threshold))
-    }
-
     /// The held-out images of each cross-fitting fold of `images` training images (checked
     /// settings): for scorers that cross-fit themselves ([`crate::scorer::Scorer::fit_cross_fitted`]).
     pub fn folds_for(&self, images: usize) -> Result<Vec<Vec<usize>>> {
@@ -106,16 +80,6 @@ impl QuantileThreshold {
             ),
         })
     }
-}
-
-/// Scores each of `n` images by `fit_score` fitted on the other folds (seeded random folds).
-pub fn cross_fitted_with(
-    n: usize,
-    folds: usize,
-    seed: u64,
-    fit_score: impl Fn(&[usize], &[usize]) -> Result<Vec<f64>>,
-) -> Result<Array1<f64>> {
-    scores_over_folds(n, &cross_fit_folds(n, folds, seed)?, fit_score)
 }
 
 /// The held-out images of each of `folds` seeded random folds of `n` images (at most `n` folds).

@@ -177,7 +177,7 @@ pub trait Scorer {
 
 /// [`Scorer::fit_cross_fitted`] by plain refitting: one fit on all of `good`, one per fold on
 /// the images outside it.
-pub fn refit_per_fold<S: Scorer + ?Sized>(
+fn refit_per_fold<S: Scorer + ?Sized>(
     scorer: &S,
     good: &Embeddings,
     held_out: &[Vec<usize>],
