@@ -7,7 +7,7 @@
 use ndarray::Array1;
 use tch::{Device, Kind, Tensor};
 
-use super::nearest::{partitioned_coreset, search_precision, subset_coresets, SearchBank};
+use super::nearest::{search_precision, subset_coresets, SearchBank};
 use super::{
     other_fit, Embeddings, FittedScorer, PositionMap, Scorer, ScorerSpec, StoredTensor, TensorData,
 };
@@ -116,41 +116,16 @@ impl Scorer for KnnParams {
         let patches = good.patches()?;
         self.check_fit(patches)?;
         let images = patches.len();
-        let all = patches.tensor();
         // Each fold's bank: the positions of the images outside it.
-        let masks: Vec<Vec<bool>> = held_out
-            .iter()
-            .map(|fold| {
-                let mut mask = vec![true; patches.rows()];
-                for &image in fold {
-                    mask[patches.offsets[image]..patches.offsets[image + 1]].fill(false);
-                }
-                mask
-            })
-            .collect();
-        let banks: Vec<Tensor> = if self.coreset >= 1.0 {
-            std::iter::once(all.shallow_clone())
-                .chain(masks.iter().map(|mask| {
-                    let rows: Vec<i64> =
-                        (0..mask.len() as i64).filter(|&r| mask[r as usize]).collect();
-                    all.index_select(0, &Tensor::from_slice(&rows))
-                }))
-                .collect()
-        } else {
-            let subsets: Vec<Option<Vec<bool>>> =
-                std::iter::once(None).chain(masks.into_iter().map(Some)).collect();
-            subset_coresets(
-                &all,
-                &coreset_parts(&patches.offsets, CORESET_PART_ROWS),
-                &subsets,
-                self.coreset,
-                self.seed,
-            )?
-            .into_iter()
-            .map(|chosen| all.index_select(0, &Tensor::from_slice(&chosen)))
-            .collect()
-        };
-        let mut banks = banks.into_iter();
+        let fold_masks = held_out.iter().map(|fold| {
+            let mut mask = vec![true; patches.rows()];
+            for &image in fold {
+                mask[patches.offsets[image]..patches.offsets[image + 1]].fill(false);
+            }
+            Some(mask)
+        });
+        let subsets: Vec<Option<Vec<bool>>> = std::iter::once(None).chain(fold_masks).collect();
+        let mut banks = self.banks(patches, &subsets)?.into_iter();
         let whole = banks.next().expect("the fit's own bank comes first");
         let fitted = KnnModel::new(self.clone(), patches.levels.clone(), whole)?;
         let mut scores = Array1::zeros(images);
@@ -168,23 +143,37 @@ impl KnnParams {
     /// Fits the patch memory on the patch features of good images.
     pub fn fit_patches(&self, patches: &PatchSet) -> Result<KnnModel> {
         self.check_fit(patches)?;
-        let all = patches.tensor();
-        let bank = if self.coreset >= 1.0 {
-            all
-        } else {
-            let chosen = partitioned_coreset(
-                &all,
-                &coreset_parts(&patches.offsets, CORESET_PART_ROWS),
-                self.coreset,
-                self.seed,
-            )?;
-            all.index_select(0, &Tensor::from_slice(&chosen))
-        };
+        let bank = self.banks(patches, &[None])?.pop().expect("one bank per subset");
         KnnModel::new(self.clone(), patches.levels.clone(), bank)
+    }
+
+    /// The memory bank of each subset of `patches`' positions (`None`: all of them; else a mask
+    /// over the positions): its positions, or with a coreset their greedy coreset, the subsets'
+    /// coresets selected together ([`subset_coresets`]; one unmasked subset is exactly
+    /// [`super::nearest::partitioned_coreset`]'s selection).
+    fn banks(&self, patches: &PatchSet, subsets: &[Option<Vec<bool>>]) -> Result<Vec<Tensor>> {
+        let all = patches.tensor();
+        let rows_of = |chosen: Vec<i64>| all.index_select(0, &Tensor::from_slice(&chosen));
+        if self.coreset >= 1.0 {
+            return Ok(subsets
+                .iter()
+                .map(|subset| match subset {
+                    None => all.shallow_clone(),
+                    Some(mask) => {
+                        rows_of((0..mask.len() as i64).filter(|&r| mask[r as usize]).collect())
+                    }
+                })
+                .collect());
+        }
+        let parts = coreset_parts(&patches.offsets, CORESET_PART_ROWS);
+        Ok(subset_coresets(&all, &parts, subsets, self.coreset, self.seed)?
+            .into_iter()
+            .map(rows_of)
+            .collect())
     }
 }
 
-/// Rows per part of the coreset selection (see [`partitioned_coreset`]): about 670 images at
+/// Rows per part of the coreset selection (see [`super::nearest::partitioned_coreset`]): about 670 images at
 /// 224 px, so the usual training sets are selected from as one bank, and only larger ones pay
 /// the (small) price of parts for a cost linear in their size. Parts of 32 768 rows on
 /// magnetic-tile (MVTec split, 155 k rows) lowered AUROC from 0.979 to 0.969 and the label-free
