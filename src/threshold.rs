@@ -97,7 +97,7 @@ pub fn cross_fit_folds(n: usize, folds: usize, seed: u64) -> Result<Vec<Vec<usiz
 }
 
 /// The images outside `held_out` among `0..n`, in order.
-pub fn complement(n: usize, held_out: &[usize]) -> Vec<usize> {
+fn complement(n: usize, held_out: &[usize]) -> Vec<usize> {
     let mut outside = vec![true; n];
     for &i in held_out {
         outside[i] = false;

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use tch::{Device, Kind, Tensor};
 
+use crate::backbone::allocator::MMAP_THRESHOLD;
 use crate::backbone::precision::cpu_has_bf16;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -493,9 +494,9 @@ fn next_centres(
 /// At most this many batched rounds in [`greedy_in_lockstep`].
 const MAX_ROUNDS: i64 = 512;
 
-/// Bytes of products per block of a distance update: kept under glibc's 32 MiB mapping threshold
-/// (see [`BANK_CHUNK`]) when several subsets' centres share one product.
-const UPDATE_BLOCK_BYTES: i64 = 16 << 20;
+/// Bytes of products per block of a distance update: half glibc's mapping threshold (see
+/// [`BANK_CHUNK`]) when several subsets' centres share one product.
+const UPDATE_BLOCK_BYTES: i64 = MMAP_THRESHOLD as i64 / 2;
 
 /// Squared distances of all rows to their nearest centre, one matrix product per batch of
 /// centres: centres augmented as (−2c, ‖c‖²) times rows augmented with a 1 give ‖c‖² − 2rc, whose
