@@ -151,6 +151,7 @@ impl Heatmapper {
             ));
         }
         let training = || training_paths(run_dir);
+        let batch_size = runtime.images_per_pass(&backbone, run.meta.preprocess.size).max(1);
         let model = match method {
             Method::Gradient => MapModel::Gradient,
             Method::Feature => {
@@ -197,19 +198,13 @@ impl Heatmapper {
                 if file.is_file() {
                     MapModel::Patch(PatchModel::load(&file, device)?)
                 } else {
-                    let model = fit_patch_model(
-                        &backbone,
-                        &run,
-                        &training()?,
-                        runtime.images_per_pass(&backbone, run.meta.preprocess.size),
-                        progress,
-                    )?;
+                    let model =
+                        fit_patch_model(&backbone, &run, &training()?, batch_size, progress)?;
                     model.save(&file)?;
                     MapModel::Patch(model)
                 }
             }
         };
-        let batch_size = runtime.images_per_pass(&backbone, run.meta.preprocess.size).max(1);
         let mut heatmapper = Heatmapper {
             run,
             method,
