@@ -316,7 +316,6 @@ impl Extractor<'_> {
         // Decoding runs a batch of the nominal input size ahead; kept aspects may run fewer.
         let size = self.preprocess.size;
         let batch_size = self.batch.images_of(size.width, size.height);
-        let batch = self.batch;
         let result = std::thread::scope(|scope| {
             scope.spawn(move || {
                 for (chunk_index, chunk) in paths.chunks(batch_size).enumerate() {
@@ -377,11 +376,11 @@ impl Extractor<'_> {
                         Err(error) => return Err(error),
                     }
                 }
-                for group in take_batches(&mut pending, batch, PENDING_BATCHES * batch_size) {
+                for group in take_batches(&mut pending, self.batch, PENDING_BATCHES * batch_size) {
                     run(group, &mut rows)?;
                 }
             }
-            for group in take_batches(&mut pending, batch, 0) {
+            for group in take_batches(&mut pending, self.batch, 0) {
                 run(group, &mut rows)?;
             }
             Ok((rows, failures, cache_hits))
