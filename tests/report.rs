@@ -211,7 +211,10 @@ fn maps_kept_from_the_evaluation_pass_equal_a_second_pass() {
         .iter()
         .map(|path| {
             let image = anodet::data::image::decode(path).unwrap();
-            DecodedImage { path: path.clone(), prepared: preprocess.prepare_decoded(&image), image }
+            {
+                let prepared = preprocess.prepare_decoded(&image);
+                DecodedImage::new(path.clone(), image, prepared)
+            }
         })
         .collect();
     let images: Vec<&DecodedImage> = decoded.iter().collect();

@@ -73,8 +73,61 @@ fn an_ensemble_fits_scores_and_evaluates() {
     assert_eq!(report["scorer"]["kind"], "ensemble");
     assert!(report["runs"][0]["auc"].as_f64().is_some());
 
-    // An ensemble has no map of its own.
-    ws.anodet(&["heatmap", "--model", "runs/e", images[1]]).fails_with(&["--model", "ensemble"]);
+    // Its map is its knn member's; the score drawn with it is the ensemble's, Gaussian member
+    // included. Other map methods need a run of one scorer.
+    let drawn = ws.anodet(&["heatmap", "--model", "runs/e", "--out", "maps", images[1]]).ok();
+    assert!(ws.path().join("maps/hole-000.png").is_file(), "{drawn}");
+    let drawn_score: f64 = drawn.split('\t').nth(1).unwrap().parse().unwrap();
+    let scored = scores(&ws.anodet(&["score", "--model", "runs/e", images[1]]).stdout())[0];
+    assert!((drawn_score - scored).abs() <= 1e-3 * scored.abs().max(1.0), "{drawn} vs {scored}");
+    ws.anodet(&["heatmap", "--model", "runs/e", "--method", "patch", images[1]])
+        .fails_with(&["--method", "knn"]);
+}
+
+/// The values of a 2-D float32 `.npy` file written by `anodet heatmap`.
+fn read_npy_values(path: &std::path::Path) -> Vec<f32> {
+    let bytes = fs::read(path).unwrap();
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[10 + header_len..]
+        .chunks(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[test]
+fn an_ensemble_maps_with_its_knn_members_standardised() {
+    let ws = Workspace::new();
+    ws.anodet(&["fit", "--category", "wood", "--scorer", "knn", "--out", "runs/k"]).ok();
+    let ensemble = |members: &[&str], out: &str| {
+        let mut args = vec!["fit", "--category", "wood", "--scorer", "ensemble", "--out", out];
+        for member in members {
+            args.extend(["--member", member]);
+        }
+        ws.anodet(&args).ok();
+    };
+    ensemble(&["knn:6,7", "gaussian:7"], "runs/e");
+    let image = "data/wood/test/hole/000.png";
+    ws.anodet(&["heatmap", "--model", "runs/k", "--out", "k", image]).ok();
+    ws.anodet(&["heatmap", "--model", "runs/e", "--out", "e", image]).ok();
+    let run = RunModel::load(&ws.path().join("runs/e")).unwrap();
+    let knn_member = &run.scorer.ensemble().unwrap().members()[0];
+    let plain = read_npy_values(&ws.path().join("k/hole-000.npy"));
+    let combined = read_npy_values(&ws.path().join("e/hole-000.npy"));
+    assert_eq!(plain.len(), combined.len());
+    // The member's bank is the plain knn run's (same features, settings and seed), so the
+    // ensemble's map is the plain map standardised as the member's score is.
+    let (centre, spread) = (knn_member.centre, knn_member.spread);
+    let mut largest_gap = 0.0f64;
+    for (&p, &c) in plain.iter().zip(&combined) {
+        let expected = (p as f64 - centre) / spread;
+        largest_gap = largest_gap.max((expected - c as f64).abs() / expected.abs().max(1.0));
+    }
+    assert!(largest_gap < 1e-4, "largest relative gap {largest_gap}");
+    assert!(combined.iter().any(|&c| (c - combined[0]).abs() > 1e-3), "a flat map");
+
+    // An ensemble with no knn member has no map to draw.
+    ensemble(&["gaussian:7"], "runs/g");
+    ws.anodet(&["heatmap", "--model", "runs/g", image]).fails_with(&["--method", "knn member"]);
 }
 
 #[test]

@@ -26,7 +26,8 @@ pub struct HeatmapArgs {
     pub model: Option<PathBuf>,
     /// Map method(s): patch (per-position Gaussians over levels 3-5, PaDiM-style; the default
     /// for Gaussian CNN runs), knn (distance of each position to the nearest good position; the
-    /// default for knn runs), feature (one level's Gaussian at every position, or at every cell
+    /// default for knn runs, and for ensembles: the sum of their knn members' maps, each
+    /// standardised as its score is), feature (one level's Gaussian at every position, or at every cell
     /// of a 16×16 grid for HLAC runs, their default), subspace (HLAC cells' residuals outside the
     /// good cells' subspace; the default for subspace runs), gradient (d score / d pixels).
     /// Comma-separated to compare.
@@ -81,7 +82,9 @@ fn variants(args: &HeatmapArgs, run: &ScorerSpec, hlac_run: bool) -> Vec<(Method
         ScorerSpec::Subspace(_) => MethodArg::Subspace,
         _ if hlac_run => MethodArg::Feature,
         ScorerSpec::Knn(_) => MethodArg::Knn,
-        ScorerSpec::Gaussian | ScorerSpec::Ensemble(_) => MethodArg::Patch,
+        // An ensemble maps with its knn members (one without any says so when opened).
+        ScorerSpec::Ensemble(_) => MethodArg::Knn,
+        ScorerSpec::Gaussian => MethodArg::Patch,
     }];
     let methods = if args.method.is_empty() { &default[..] } else { &args.method[..] };
     for &method in methods {

@@ -143,11 +143,11 @@ impl MapModel {
                 let maps = model.maps(&embedded)?.unwrap_or_default();
                 let values: Vec<f32> = maps.iter().flat_map(|m| m.values.iter().copied()).collect();
                 let raw = Tensor::from_slice(&values).view([images.len() as i64, grid, grid]);
-                let scores = self.hlac_scores(backbone, images, image_scorer)?;
+                let scores = image_scores(backbone, images, image_scorer)?;
                 Ok(BatchMaps { raw, scores })
             }
             (MapModel::Cells { level, gaussian }, Backbone::Hlac(hlac)) => {
-                let scores = self.hlac_scores(backbone, images, image_scorer)?;
+                let scores = image_scores(backbone, images, image_scorer)?;
                 let (start, width) = hlac.info().level_span(*level);
                 let mut values = Vec::with_capacity(images.len() * HLAC_GRID * HLAC_GRID * width);
                 for image in images {
@@ -176,37 +176,6 @@ impl MapModel {
                 self.run_torch(torch_backbone, &input, image_scorer)
             }
         }
-    }
-
-    /// Image scores of an HLAC run: its pooled Gaussians, or its subspace model's worst cell.
-    fn hlac_scores(
-        &self,
-        backbone: &Backbone,
-        images: &[&PreparedImage],
-        image_scorer: &ImageScorer,
-    ) -> Result<Vec<f64>> {
-        let image_gaussians = match (image_scorer, backbone) {
-            (ImageScorer::Gaussians(g), _) => g,
-            (ImageScorer::Subspace(model), Backbone::Hlac(hlac)) => {
-                return model.score(&model.cells(hlac, images)?)
-            }
-            _ => return Err(Error::param("--method", "this run's scorer needs a CNN backbone")),
-        };
-        let levels =
-            crate::backbone::Levels::new(image_gaussians.iter().map(|(l, _)| *l).collect())?;
-        let pooled = backbone.pooled(images, &levels)?;
-        let mut total = vec![0.0; images.len()];
-        for (matrix, (_, gaussian)) in pooled.iter().zip(image_gaussians) {
-            let values: Vec<f32> = matrix.iter().copied().collect();
-            let tensor =
-                Tensor::from_slice(&values).view([matrix.nrows() as i64, matrix.ncols() as i64]);
-            let distances = Vec::<f32>::try_from(gaussian.distances(&tensor)?.contiguous())
-                .map_err(torch("image score"))?;
-            for (t, d) in total.iter_mut().zip(distances) {
-                *t += d as f64;
-            }
-        }
-        Ok(total)
     }
 
     fn run_torch(
@@ -282,6 +251,41 @@ impl MapModel {
         };
         Ok(BatchMaps { raw: raw.detach().to_device(Device::Cpu).to_kind(Kind::Float), scores })
     }
+}
+
+/// Image scores of same-sized images without a map: pooled Gaussians (an HLAC run's, or an
+/// ensemble's pooled members on any backbone), a subspace model's worst cell, or a knn model's
+/// worst position.
+pub fn image_scores(
+    backbone: &Backbone,
+    images: &[&PreparedImage],
+    image_scorer: &ImageScorer,
+) -> Result<Vec<f64>> {
+    let image_gaussians = match (image_scorer, backbone) {
+        (ImageScorer::Gaussians(g), _) => g,
+        (ImageScorer::Subspace(model), Backbone::Hlac(hlac)) => {
+            return model.score(&model.cells(hlac, images)?)
+        }
+        (ImageScorer::Knn(knn), Backbone::Torch(torch_backbone)) => {
+            let levels = torch_backbone.forward(&torch_backbone.batch_tensor(images)?)?;
+            return Ok(tch::no_grad(|| knn_position_maps(knn, &levels))?.1);
+        }
+        _ => return Err(Error::param("--method", "this run's scorer needs a CNN backbone")),
+    };
+    let levels = crate::backbone::Levels::new(image_gaussians.iter().map(|(l, _)| *l).collect())?;
+    let pooled = backbone.pooled(images, &levels)?;
+    let mut total = vec![0.0; images.len()];
+    for (matrix, (_, gaussian)) in pooled.iter().zip(image_gaussians) {
+        let values: Vec<f32> = matrix.iter().copied().collect();
+        let tensor =
+            Tensor::from_slice(&values).view([matrix.nrows() as i64, matrix.ncols() as i64]);
+        let distances = Vec::<f32>::try_from(gaussian.distances(&tensor)?.contiguous())
+            .map_err(torch("image score"))?;
+        for (t, d) in total.iter_mut().zip(distances) {
+            *t += d as f64;
+        }
+    }
+    Ok(total)
 }
 
 /// Position scores `n × h × w` (CPU) and image scores of a batch under a knn model, from the

@@ -153,6 +153,13 @@ impl<'r> Embedder<'r> {
         self.networks.swap_remove(0)
     }
 
+    /// The opened networks (the run's own first) and, per part, the index of the network it
+    /// reads.
+    pub fn into_networks(self) -> (Vec<Opened>, Vec<usize>) {
+        let part_networks = self.parts.iter().map(|part| part.network).collect();
+        (self.networks, part_networks)
+    }
+
     /// Backbone and preprocessing of each ensemble member (empty for a single scorer).
     pub fn member_records(&self) -> Vec<MemberRecord> {
         if !self.ensemble {

@@ -9,21 +9,24 @@ use rayon::prelude::*;
 use tch::Tensor;
 
 use crate::backbone::{Backbone, Levels};
-use crate::data::image::{decode, Aspect, PreparedImage};
+use crate::data::image::{decode, Aspect, PreparedImage, Preprocess};
 use crate::data::{Category, Sample};
 use crate::error::{Error, Result};
 use crate::features::OnBadImage;
 use crate::gaussian::GaussianParams;
 use crate::heatmap::patch::PatchAccumulator;
-use crate::heatmap::{smooth, ImageScorer, MapModel, Method, PatchModel, TensorGaussian};
+use crate::heatmap::{
+    image_scores, smooth, ImageScorer, MapModel, Method, PatchModel, TensorGaussian,
+};
 use crate::metrics::pro::{pro_auc, LabelledMap};
 use crate::metrics::roc_auc;
 use crate::model::{RunModel, FIT_JSON};
+use crate::pipeline::embed::{Embedder, Opened};
 use crate::pipeline::inspector::decode_and_prepare;
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
 use crate::report::atomic;
-use crate::scorer::{KnnParams, ScorerSpec};
+use crate::scorer::{KnnModel, KnnParams, ScorerSpec};
 use crate::threshold::quantile;
 
 /// The fixed colour scale of a run's maps, from its good training images, so that a good image
@@ -47,18 +50,51 @@ pub struct Heatmapper {
     pub run: RunModel,
     pub method: Method,
     pub level: Option<u8>,
-    backbone: Backbone,
-    model: MapModel,
-    image_scorer: ImageScorer,
+    /// The networks the maps read: the run's own; for an ensemble also its members' others.
+    networks: Vec<Opened>,
+    /// What maps and scores images: the run's scorer, or each member of an ensemble.
+    sources: Vec<MapSource>,
     pub scale: MapScale,
     batch_size: usize,
+}
+
+/// One scorer's share of a run's maps and image scores.
+struct MapSource {
+    /// The index of the network it reads in [`Heatmapper::networks`].
+    network: usize,
+    /// What draws its map; `None` for an ensemble's pooled members, which only score.
+    model: Option<MapModel>,
+    image_scorer: ImageScorer,
+    /// An ensemble member: its index and standardisation (centre, spread). Its map and score
+    /// enter the sums as `(value − centre) / spread`, as its score enters the ensemble's.
+    member: Option<(usize, f64, f64)>,
 }
 
 /// A decoded image, kept for drawing, with its network input.
 pub struct DecodedImage {
     pub path: PathBuf,
     pub image: DynamicImage,
+    /// The input of the run's own network.
     pub prepared: PreparedImage,
+    /// The inputs of an ensemble's further networks (see [`Heatmapper::decode`]); empty for
+    /// runs that read one network.
+    pub other_networks: Vec<PreparedImage>,
+}
+
+impl DecodedImage {
+    /// An image prepared for a run that reads one network.
+    pub fn new(path: PathBuf, image: DynamicImage, prepared: PreparedImage) -> Self {
+        DecodedImage { path, image, prepared, other_networks: Vec::new() }
+    }
+
+    fn prepared_for(&self, network: usize) -> Result<&PreparedImage> {
+        match network {
+            0 => Ok(&self.prepared),
+            n => self.other_networks.get(n - 1).ok_or_else(|| {
+                Error::numeric("map", "the image was not prepared for every network of the run")
+            }),
+        }
+    }
 }
 
 /// The map of one image at the image's own size.
@@ -68,6 +104,15 @@ pub struct ImageMap {
     pub width: u32,
     pub height: u32,
     pub values: Vec<f32>,
+}
+
+/// The size maps are resized to.
+#[derive(Clone, Copy)]
+enum MapSize {
+    /// The image's own size.
+    Image,
+    /// The input size of the first mapping scorer's network (the colour scale's values).
+    Input,
 }
 
 #[derive(serde::Deserialize)]
@@ -87,6 +132,9 @@ impl Heatmapper {
         progress: &dyn Progress,
     ) -> Result<Self> {
         let run = RunModel::load(run_dir)?;
+        if run.scorer.ensemble().is_some() {
+            return Heatmapper::open_ensemble(run, run_dir, method, runtime, progress);
+        }
         let backbone = runtime.load_backbone(
             &run.meta.backbone.name,
             &run.meta.preprocess,
@@ -95,11 +143,12 @@ impl Heatmapper {
         run.check_backbone(run_dir, &backbone)?;
         let device = backbone.device();
         let image_scorer = match (run.scorer.gaussians(), run.scorer.knn()) {
-            _ if run.scorer.subspace().is_some() => {
-                ImageScorer::Subspace(run.scorer.subspace().cloned().ok_or_else(|| {
-                    Error::param("--method", "subspace model missing")
-                })?)
-            }
+            _ if run.scorer.subspace().is_some() => ImageScorer::Subspace(
+                run.scorer
+                    .subspace()
+                    .cloned()
+                    .ok_or_else(|| Error::param("--method", "subspace model missing"))?,
+            ),
             (Some(gaussians), _) => ImageScorer::Gaussians(
                 run.meta
                     .levels
@@ -110,12 +159,7 @@ impl Heatmapper {
                     .collect::<Result<Vec<_>>>()?,
             ),
             (None, Some(knn)) => ImageScorer::Knn(knn.share()),
-            (None, None) => {
-                return Err(Error::param(
-                    "--model",
-                    "an ensemble run has no map of its own; fit a member's scorer alone to draw its maps",
-                ))
-            }
+            (None, None) => return Err(Error::param("--model", "this run's scorer draws no map")),
         };
         let level = match method {
             Method::Feature => {
@@ -205,57 +249,144 @@ impl Heatmapper {
                 }
             }
         };
-        let mut heatmapper = Heatmapper {
+        let networks = vec![Opened { backbone, preprocess: run.meta.preprocess.clone() }];
+        let source = MapSource { network: 0, model: Some(model), image_scorer, member: None };
+        Heatmapper::assemble(run, method, level, networks, vec![source], batch_size)
+            .with_scale(run_dir, runtime, progress)
+    }
+
+    /// An ensemble run's maps: the sum of its knn members' standardised position scores, each
+    /// member's map drawn by its own network and resized to the image; the image score is the
+    /// ensemble's (its pooled members score without a map).
+    fn open_ensemble(
+        run: RunModel,
+        run_dir: &Path,
+        method: Method,
+        runtime: &Runtime,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
+        if method != Method::Knn {
+            return Err(Error::param(
+                "--method",
+                format!(
+                    "an ensemble run maps with its knn members (--method knn); {} maps need a \
+                     run of one scorer",
+                    method.name()
+                ),
+            ));
+        }
+        let ensemble = run.scorer.ensemble().ok_or_else(|| {
+            Error::input(run_dir.join(crate::model::MODEL_JSON), "not an ensemble run")
+        })?;
+        if !ensemble.members().iter().any(|m| m.scorer.knn().is_some()) {
+            return Err(Error::param(
+                "--method",
+                "this ensemble has no knn member to draw a map; fit a member's scorer alone to \
+                 draw its maps",
+            ));
+        }
+        let (networks, part_networks) = Embedder::for_run(runtime, &run, run_dir)?.into_networks();
+        let mut sources = Vec::new();
+        for (index, (member, &network)) in ensemble.members().iter().zip(&part_networks).enumerate()
+        {
+            let device = networks[network].backbone.device();
+            let (model, image_scorer) = match (member.scorer.knn(), member.scorer.gaussians()) {
+                (Some(knn), _) => (Some(MapModel::Knn(knn.share())), ImageScorer::Knn(knn.share())),
+                (None, Some(gaussians)) => {
+                    let levels = member.spec.levels.as_slice().iter();
+                    let scorers = levels
+                        .zip(gaussians.models())
+                        .map(|(&l, g)| Ok((l, TensorGaussian::new(g, device)?)))
+                        .collect::<Result<Vec<_>>>()?;
+                    (None, ImageScorer::Gaussians(scorers))
+                }
+                (None, None) => {
+                    return Err(Error::param(
+                        "--model",
+                        format!("ensemble member {index} has a scorer that draws no map"),
+                    ))
+                }
+            };
+            sources.push(MapSource {
+                network,
+                model,
+                image_scorer,
+                member: Some((index, member.centre, member.spread)),
+            });
+        }
+        let batch_size = networks
+            .iter()
+            .map(|o| runtime.images_per_pass(&o.backbone, o.preprocess.size))
+            .min()
+            .unwrap_or(1)
+            .max(1);
+        Heatmapper::assemble(run, method, None, networks, sources, batch_size)
+            .with_scale(run_dir, runtime, progress)
+    }
+
+    /// A heatmapper whose colour scale is still to be read or measured.
+    fn assemble(
+        run: RunModel,
+        method: Method,
+        level: Option<u8>,
+        networks: Vec<Opened>,
+        sources: Vec<MapSource>,
+        batch_size: usize,
+    ) -> Self {
+        Heatmapper {
             run,
             method,
             level,
-            backbone,
-            model,
-            image_scorer,
+            networks,
+            sources,
             scale: MapScale { method, level, low: 0.0, high: 1.0, images: 0 },
             batch_size,
-        };
+        }
+    }
+
+    /// Reads the run's stored colour scale for this method, or measures and stores it.
+    fn with_scale(
+        mut self,
+        run_dir: &Path,
+        runtime: &Runtime,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
+        let (method, level) = (self.method, self.level);
         let scale_file = run_dir.join(match level {
             Some(l) => format!("heatmap-{}-level{l}.json", method.name()),
             None => format!("heatmap-{}.json", method.name()),
         });
-        heatmapper.scale = match std::fs::read_to_string(&scale_file)
+        self.scale = match std::fs::read_to_string(&scale_file)
             .ok()
             .and_then(|t| serde_json::from_str::<MapScale>(&t).ok())
         {
             Some(scale) if scale.method == method && scale.level == level => scale,
             _ => {
-                let scale = heatmapper.measure_scale(&training()?, runtime, progress)?;
+                let scale = self.measure_scale(&training_paths(run_dir)?, runtime, progress)?;
                 atomic::write_json(&scale_file, &scale)?;
                 scale
             }
         };
-        Ok(heatmapper)
+        Ok(self)
     }
 
-    pub fn backbone(&self) -> &Backbone {
-        &self.backbone
-    }
-
-    /// Smoothed maps at the network input size and image scores, for same-sized images.
-    pub fn maps_at_input(&self, images: &[&PreparedImage]) -> Result<(Vec<Tensor>, Vec<f64>)> {
-        let batch = self.model.run(&self.backbone, images, &self.image_scorer)?;
-        let (width, height) =
-            images.first().map(|i| (i.width as i64, i.height as i64)).unwrap_or((1, 1));
-        let smoothed = smooth::to_input_size(&batch.raw, height, width)?;
-        Ok(((0..images.len() as i64).map(|i| smoothed.get(i)).collect(), batch.scores))
-    }
-
-    /// Decodes files in parallel and prepares them for this run's network; unreadable files
-    /// come back as errors.
+    /// Decodes files in parallel and prepares them for each network the maps read; unreadable
+    /// files come back as errors.
     pub fn decode(&self, paths: &[PathBuf]) -> (Vec<DecodedImage>, Vec<Error>) {
-        let preprocess = &self.run.meta.preprocess;
+        // The preprocessings alone cross threads (a network does not).
+        let preprocesses: Vec<&Preprocess> = self.networks.iter().map(|o| &o.preprocess).collect();
         let results: Vec<Result<DecodedImage>> = paths
             .par_iter()
             .map(|path| {
                 let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-                let (image, prepared) = decode_and_prepare(preprocess, path, &bytes)?;
-                Ok(DecodedImage { path: path.clone(), image, prepared })
+                let (image, prepared) = decode_and_prepare(preprocesses[0], path, &bytes)?;
+                // Prepared from the file's bytes as for the run's own network, so that each
+                // member's part of the score is what `anodet score` gives it.
+                let other_networks = preprocesses[1..]
+                    .iter()
+                    .map(|p| p.prepare_bytes(path, &bytes))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(DecodedImage { path: path.clone(), image, prepared, other_networks })
             })
             .collect();
         let mut decoded = Vec::new();
@@ -269,29 +400,83 @@ impl Heatmapper {
         (decoded, failures)
     }
 
-    /// Maps of decoded images at their own size, in order: one forward pass per group of equal
-    /// input size.
+    /// Maps of decoded images at their own size, in order.
     pub fn map_decoded(&self, decoded: &[DecodedImage]) -> Result<Vec<ImageMap>> {
-        let mut groups: BTreeMap<(u32, u32), Vec<usize>> = BTreeMap::new();
-        for (i, d) in decoded.iter().enumerate() {
-            groups.entry((d.prepared.width, d.prepared.height)).or_default().push(i);
-        }
-        let mut maps: Vec<(usize, ImageMap)> = Vec::with_capacity(decoded.len());
-        for members in groups.values() {
-            let images: Vec<&PreparedImage> =
-                members.iter().map(|&i| &decoded[i].prepared).collect();
-            let (at_input, scores) = self.maps_at_input(&images)?;
-            for ((&i, map), score) in members.iter().zip(at_input).zip(scores) {
-                let (width, height) = (decoded[i].image.width(), decoded[i].image.height());
-                let values = smooth::to_vec(&smooth::resize(&map, height as i64, width as i64)?)?;
-                maps.push((
-                    i,
-                    ImageMap { path: decoded[i].path.clone(), score, width, height, values },
-                ));
+        self.combined_maps(&self.sources, decoded, MapSize::Image)
+    }
+
+    /// Maps and image scores of decoded images under `sources`, resized to `size`: one forward
+    /// pass per network and group of equal input size; an ensemble's members' maps and scores
+    /// standardised and summed (members without a map add to the score only).
+    fn combined_maps(
+        &self,
+        sources: &[MapSource],
+        decoded: &[DecodedImage],
+        size: MapSize,
+    ) -> Result<Vec<ImageMap>> {
+        let first_mapping = sources
+            .iter()
+            .find(|s| s.model.is_some())
+            .ok_or_else(|| Error::numeric("map", "no scorer of the run draws a map"))?
+            .network;
+        let mut maps = decoded
+            .iter()
+            .map(|d| {
+                let (width, height) = match size {
+                    MapSize::Image => (d.image.width(), d.image.height()),
+                    MapSize::Input => {
+                        let input = d.prepared_for(first_mapping)?;
+                        (input.width, input.height)
+                    }
+                };
+                let values = vec![0.0; (width * height) as usize];
+                Ok(ImageMap { path: d.path.clone(), score: 0.0, width, height, values })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for source in sources {
+            let backbone = &self.networks[source.network].backbone;
+            let mut groups: BTreeMap<(u32, u32), Vec<usize>> = BTreeMap::new();
+            for (i, d) in decoded.iter().enumerate() {
+                let input = d.prepared_for(source.network)?;
+                groups.entry((input.width, input.height)).or_default().push(i);
+            }
+            let (centre, spread) = source.member.map_or((0.0, 1.0), |(_, c, s)| (c, s));
+            for (&(width, height), members) in &groups {
+                let images = members
+                    .iter()
+                    .map(|&i| decoded[i].prepared_for(source.network))
+                    .collect::<Result<Vec<_>>>()?;
+                let (smoothed, scores) = match &source.model {
+                    Some(model) => {
+                        let batch = model.run(backbone, &images, &source.image_scorer)?;
+                        let smoothed =
+                            smooth::to_input_size(&batch.raw, height as i64, width as i64)?;
+                        (Some(smoothed), batch.scores)
+                    }
+                    None => (None, image_scores(backbone, &images, &source.image_scorer)?),
+                };
+                for (k, (&i, score)) in members.iter().zip(scores).enumerate() {
+                    let map = &mut maps[i];
+                    map.score += (score - centre) / spread;
+                    if let Some(smoothed) = &smoothed {
+                        let resized = smooth::resize(
+                            &smoothed.get(k as i64),
+                            map.height as i64,
+                            map.width as i64,
+                        )?;
+                        let values = smooth::to_vec(&resized)?;
+                        if source.member.is_none() {
+                            map.values = values;
+                        } else {
+                            for (total, v) in map.values.iter_mut().zip(values) {
+                                *total += ((v as f64 - centre) / spread) as f32;
+                            }
+                        }
+                    }
+                }
             }
         }
-        maps.sort_by_key(|(i, _)| *i);
-        Ok(maps.into_iter().map(|(_, m)| m).collect())
+        Ok(maps)
     }
 
     /// Maps of image files at their own size; unreadable files are returned as errors.
@@ -321,7 +506,7 @@ impl Heatmapper {
     /// The colour scale from good images the map model has not seen: models fitted on the
     /// even-numbered training images map (up to 32 of) the odd-numbered ones. In-sample maps
     /// would be biased low (markedly so for the per-position patch Gaussians) and make every
-    /// new good image light up.
+    /// new good image light up. An ensemble's knn members are each refitted so.
     fn measure_scale(
         &self,
         training: &[PathBuf],
@@ -336,34 +521,58 @@ impl Heatmapper {
                 format!("{} good images are too few for a map scale", training.len()),
             ));
         }
-        let (model, image_scorer) = fit_map_model(
-            self.method,
-            self.level,
-            &self.run,
-            &self.backbone,
-            &fitted,
-            runtime,
-            progress,
-        )?;
+        let mut sources = Vec::new();
+        for source in self.sources.iter().filter(|s| s.model.is_some()) {
+            let opened = &self.networks[source.network];
+            let (model, image_scorer) = match source.member {
+                None => fit_map_model(
+                    self.method,
+                    self.level,
+                    &self.run,
+                    &opened.backbone,
+                    &fitted,
+                    runtime,
+                    progress,
+                )?,
+                Some((index, _, _)) => {
+                    let knn = self
+                        .run
+                        .scorer
+                        .ensemble()
+                        .and_then(|e| e.members().get(index))
+                        .and_then(|m| m.scorer.knn())
+                        .ok_or_else(|| Error::numeric("map scale", "a knn member is missing"))?;
+                    let model = fit_knn_map(
+                        (&opened.backbone, &opened.preprocess),
+                        knn.params(),
+                        knn.levels(),
+                        &fitted,
+                        runtime,
+                        progress,
+                    )?;
+                    (MapModel::Knn(model.share()), ImageScorer::Knn(model))
+                }
+            };
+            sources.push(MapSource {
+                network: source.network,
+                model: Some(model),
+                image_scorer,
+                member: source.member,
+            });
+        }
         let step = (held_out.len() as f64 / SCALE_IMAGES as f64).max(1.0);
         let chosen: Vec<PathBuf> = (0..held_out.len().min(SCALE_IMAGES))
             .map(|i| held_out[(i as f64 * step) as usize].clone())
             .collect();
-        let preprocess = &self.run.meta.preprocess;
         let mut values: Vec<f64> = Vec::new();
         progress.start(chosen.len() as u64, "scale from good images");
         for chunk in chosen.chunks(self.batch_size) {
-            let prepared =
-                chunk.par_iter().map(|p| preprocess.prepare(p)).collect::<Result<Vec<_>>>()?;
-            let mut groups: BTreeMap<(u32, u32), Vec<&PreparedImage>> = BTreeMap::new();
-            for image in &prepared {
-                groups.entry((image.width, image.height)).or_default().push(image);
+            let (decoded, failures) = self.decode(chunk);
+            if let Some(first) = failures.into_iter().next() {
+                return Err(first);
             }
-            for images in groups.values() {
-                let batch = model.run(&self.backbone, images, &image_scorer)?;
-                let (width, height) = (images[0].width as i64, images[0].height as i64);
-                let smoothed = smooth::to_input_size(&batch.raw, height, width)?;
-                values.extend(smooth::to_vec(&smoothed.view(-1))?.into_iter().map(f64::from));
+            for map in self.combined_maps(&sources, &decoded, MapSize::Input)? {
+                values.extend(map.values.into_iter().map(f64::from));
             }
             progress.advance(chunk.len() as u64);
         }
@@ -439,13 +648,26 @@ fn fit_map_model(
                     (params, levels)
                 }
             };
-            let extractor = runtime.extractor(backbone, &run.meta.preprocess, &levels)?;
-            let (patches, _, _) =
-                extractor.extract_patches(paths, &levels, OnBadImage::Stop, progress)?;
-            MapModel::Knn(params.fit_patches(&patches)?)
+            let network = (backbone, &run.meta.preprocess);
+            MapModel::Knn(fit_knn_map(network, &params, &levels, paths, runtime, progress)?)
         }
     };
     Ok((model, ImageScorer::Gaussians(image_gaussians)))
+}
+
+/// A knn map model with `params` on `levels`, fitted on the good images in `paths` as a
+/// network (backbone and preprocessing) sees them.
+fn fit_knn_map(
+    (backbone, preprocess): (&Backbone, &Preprocess),
+    params: &KnnParams,
+    levels: &Levels,
+    paths: &[PathBuf],
+    runtime: &Runtime,
+    progress: &dyn Progress,
+) -> Result<KnnModel> {
+    let extractor = runtime.extractor(backbone, preprocess, levels)?;
+    let (patches, _, _) = extractor.extract_patches(paths, levels, OnBadImage::Stop, progress)?;
+    params.fit_patches(&patches)
 }
 
 /// The category a run was fitted on, found again in the data folder recorded in its fit.json.

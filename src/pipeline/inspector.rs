@@ -194,11 +194,7 @@ impl Inspector {
         let heatmapper = self.maps.as_ref().ok_or_else(|| {
             Error::param("maps", "maps are not open for this run (Inspector::open_maps)")
         })?;
-        let decoded = [DecodedImage {
-            path: PathBuf::from("image"),
-            image: image.clone(),
-            prepared: prepared.clone(),
-        }];
+        let decoded = [DecodedImage::new(PathBuf::from("image"), image.clone(), prepared.clone())];
         let map = heatmapper
             .map_decoded(&decoded)?
             .pop()

@@ -277,11 +277,10 @@ fn thumbnails_keeping(
                 let name = format!("t{i:05}.jpg");
                 pictures::write_jpeg(&folder.join(&name), &pictures::thumbnail(&image))?;
                 let decoded = match prepare {
-                    Some(preprocess) if keep.contains(&i) => Some(DecodedImage {
-                        path: paths[i].clone(),
-                        prepared: preprocess.prepare_decoded(&image),
-                        image,
-                    }),
+                    Some(preprocess) if keep.contains(&i) => {
+                        let prepared = preprocess.prepare_decoded(&image);
+                        Some(DecodedImage::new(paths[i].clone(), image, prepared))
+                    }
                     _ => None,
                 };
                 Ok((name, decoded))
