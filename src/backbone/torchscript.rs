@@ -149,7 +149,9 @@ impl TorchBackbone {
     /// activation afresh, and glibc maps allocations over [`MMAP_THRESHOLD`] from the kernel each
     /// time, faulting in and zeroing every page (batches of 16 aspect-kept magnetic-tile images
     /// spent 15 of their 24 s in the kernel in fp32). The limit keeps the largest activation
-    /// under it. None on CUDA (its caching allocator reuses memory).
+    /// under it. None on CUDA (its caching allocator reuses memory). The bf16 variant runs its
+    /// stem and first block in fp32, but their 8 values per input pixel (32 bytes) stay under
+    /// the bf16 stage's 24 (48 bytes), so bf16 counts 2 bytes a value.
     pub fn pass_pixels(&self) -> Option<usize> {
         if self.device.is_cuda() {
             return None;
