@@ -9,6 +9,8 @@
 //!   to level 3's grid and concatenated), fitted on the good training images.
 //! - `knn`: the knn scorer's position scores (distance to the nearest good position in the
 //!   memory bank); a knn run's own bank, or one fitted on a Gaussian run's training images.
+//!   An ensemble run sums its knn members' maps, each standardised as its score is (see
+//!   `pipeline::heatmap`).
 //!
 //! Every map is computed at network resolution, smoothed (Gaussian, σ = 4 px at the input
 //! size) and resized to the image (bilinear).
