@@ -256,8 +256,7 @@ impl MapModel {
 }
 
 /// Image scores of same-sized images without a map: pooled Gaussians (an HLAC run's, or an
-/// ensemble's pooled members on any backbone), a subspace model's worst cell, or a knn model's
-/// worst position.
+/// ensemble's pooled members on any backbone) or a subspace model's worst cell.
 pub fn image_scores(
     backbone: &Backbone,
     images: &[&PreparedImage],
@@ -267,10 +266,6 @@ pub fn image_scores(
         (ImageScorer::Gaussians(g), _) => g,
         (ImageScorer::Subspace(model), Backbone::Hlac(hlac)) => {
             return model.score(&model.cells(hlac, images)?)
-        }
-        (ImageScorer::Knn(knn), Backbone::Torch(torch_backbone)) => {
-            let levels = torch_backbone.forward(&torch_backbone.batch_tensor(images)?)?;
-            return Ok(tch::no_grad(|| knn_position_maps(knn, &levels))?.1);
         }
         _ => return Err(Error::param("--method", "this run's scorer needs a CNN backbone")),
     };
