@@ -184,8 +184,8 @@ class Bf16Levels(torch.nn.Module):
     0.028-0.047 with these two in fp32, 0.066-0.094 with the stem alone in fp32), and oneDNN has
     no fast bf16 kernel for a 3-channel stem or a 32-channel depthwise convolution at half
     resolution: the variant ran 2.63 ms per image against 3.30 all-bf16 (Lite0, 224 px, 13 per
-    pass, 2 cores with AVX-512 BF16). Keeping the next block in fp32 as well halved the error
-    again but cost 4.45 ms.
+    pass, 2 cores with AVX-512 BF16). Keeping the next block in fp32 as well took the error
+    down to 0.017-0.026 but cost 4.45 ms.
 
     Scripted, not traced: TF "same" padding is computed from the input size at run time, so the
     one file serves every input size (a trace would freeze the padding of the size it saw).

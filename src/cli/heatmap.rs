@@ -27,10 +27,10 @@ pub struct HeatmapArgs {
     /// Map method(s): patch (per-position Gaussians over levels 3-5, PaDiM-style; the default
     /// for Gaussian CNN runs), knn (distance of each position to the nearest good position; the
     /// default for knn runs, and for ensembles: the sum of their knn members' maps, each
-    /// standardised as its score is), feature (one level's Gaussian at every position, or at every cell
-    /// of a 16×16 grid for HLAC runs, their default), subspace (HLAC cells' residuals outside the
-    /// good cells' subspace; the default for subspace runs), gradient (d score / d pixels).
-    /// Comma-separated to compare.
+    /// standardised as its score is), feature (one level's Gaussian at every position, or at
+    /// every cell of a 16×16 grid for HLAC runs, their default), subspace (HLAC cells' residuals
+    /// outside the good cells' subspace; the default for subspace runs), gradient (d score / d
+    /// pixels). Comma-separated to compare.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub method: Vec<MethodArg>,
     /// Level(s) for the feature method, e.g. 7 or 2,4,7 for a side-by-side comparison
