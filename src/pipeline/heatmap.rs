@@ -22,7 +22,7 @@ use crate::metrics::pro::{pro_auc, LabelledMap};
 use crate::metrics::roc_auc;
 use crate::model::{RunModel, FIT_JSON};
 use crate::pipeline::embed::{Embedder, Opened};
-use crate::pipeline::inspector::decode_and_prepare;
+use crate::pipeline::inspector::{decode_and_prepare, prepare_decoded_file};
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
 use crate::report::atomic;
@@ -380,11 +380,11 @@ impl Heatmapper {
             .map(|path| {
                 let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
                 let (image, prepared) = decode_and_prepare(preprocesses[0], path, &bytes)?;
-                // Prepared from the file's bytes as for the run's own network, so that each
-                // member's part of the score is what `anodet score` gives it.
+                // Prepared as for the run's own network, so that each member's part of the
+                // score is what `anodet score` gives it.
                 let other_networks = preprocesses[1..]
                     .iter()
-                    .map(|p| p.prepare_bytes(path, &bytes))
+                    .map(|p| prepare_decoded_file(p, path, &bytes, &image))
                     .collect::<Result<Vec<_>>>()?;
                 Ok(DecodedImage { path: path.clone(), image, prepared, other_networks })
             })

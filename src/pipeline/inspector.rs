@@ -227,13 +227,24 @@ pub fn decode_and_prepare(
     bytes: &[u8],
 ) -> Result<(DynamicImage, PreparedImage)> {
     let image = decode_slice(name, bytes)?;
-    // Only JPEGs take another path to the network input; anything else is decoded once.
-    let prepared = if image::guess_format(bytes).ok() == Some(image::ImageFormat::Jpeg) {
-        preprocess.prepare_bytes(name, bytes)?
-    } else {
-        preprocess.prepare_decoded(&image)
-    };
+    let prepared = prepare_decoded_file(preprocess, name, bytes, &image)?;
     Ok((image, prepared))
+}
+
+/// Prepares a file already decoded in full (`image`, from `bytes`) for the network as
+/// [`Preprocess::prepare_bytes`] would: only JPEGs take another path to the network input
+/// (reduced in the DCT); anything else is prepared from the decoded pixels, not decoded again.
+pub fn prepare_decoded_file(
+    preprocess: &Preprocess,
+    name: &Path,
+    bytes: &[u8],
+    image: &DynamicImage,
+) -> Result<PreparedImage> {
+    if image::guess_format(bytes).ok() == Some(image::ImageFormat::Jpeg) {
+        preprocess.prepare_bytes(name, bytes)
+    } else {
+        Ok(preprocess.prepare_decoded(image))
+    }
 }
 
 impl ModelCard {
