@@ -258,9 +258,17 @@ fn a_knn_eval_keeps_the_bank_that_scored_each_fold_for_its_page() {
         grid: None,
     };
     let (report, inputs) = evaluate_keeping_inputs(&params, &runtime, &Silent).unwrap();
-    let ReviewMaps::Knn { patches, fold_banks, .. } = &inputs.maps_from else {
+    let ReviewMaps::Knn { patches, fold_mappers, .. } = &inputs.maps_from else {
         panic!("a knn eval's page maps with knn");
     };
+    let fold_banks: Vec<_> = fold_mappers
+        .iter()
+        .map(|mappers| {
+            let [mapper] = &mappers[..] else { panic!("one knn model per fold") };
+            assert_eq!((mapper.member, mapper.centre, mapper.spread), (None, 0.0, 1.0));
+            &mapper.model
+        })
+        .collect();
     // The first run's folds only (the page shows the first seed), in fold order: each the bank a
     // refit on that fold's good training images gives.
     assert_eq!(fold_banks.len(), 3);
@@ -274,4 +282,129 @@ fn a_knn_eval_keeps_the_bank_that_scored_each_fold_for_its_page() {
         assert_eq!(bank.bank_rows(), refit.bank_rows());
         assert_eq!(bank.score(&probe).unwrap(), refit.score(&probe).unwrap());
     }
+}
+
+#[test]
+fn an_ensemble_eval_page_maps_with_its_knn_members_standardised() {
+    use anodet::features::FeatureSpec;
+    use anodet::pipeline::eval::{evaluate_keeping_inputs, EvalParams, Protocol, ReviewMaps};
+    use anodet::pipeline::heatmap::DecodedImage;
+    use anodet::pipeline::review::knn_fold_maps;
+    use anodet::progress::Silent;
+    use anodet::scorer::{EnsembleParams, KnnParams, MemberSpec, ScorerSpec};
+    use anodet::threshold::QuantileThreshold;
+    use std::collections::{BTreeSet, HashMap};
+
+    let ws = Workspace::with_images(16, 4, 4);
+    let runtime = common::cpu_runtime(8);
+    let levels = |l: Vec<u8>| anodet::backbone::Levels::new(l).unwrap();
+    let knn = ScorerSpec::Knn(KnnParams::default());
+    let params = |scorer: ScorerSpec| EvalParams {
+        data_root: ws.path().join("data"),
+        category: "wood".into(),
+        features: FeatureSpec {
+            backbone: "efficientnet_lite0".into(),
+            levels: levels(vec![6, 7]),
+            size: Some("96".parse().unwrap()),
+            aspect: anodet::data::image::Aspect::Squash,
+        },
+        scorer,
+        protocol: Protocol::Cv,
+        folds: 3,
+        seed: 0,
+        repeats: 1,
+        fit_threshold: QuantileThreshold::default(),
+        grid: None,
+    };
+    let member = |scorer: ScorerSpec, l: Vec<u8>| MemberSpec {
+        backbone: "efficientnet_lite0".into(),
+        levels: levels(l),
+        scorer,
+    };
+    let ensemble = ScorerSpec::Ensemble(EnsembleParams::new(vec![
+        member(ScorerSpec::Gaussian, vec![7]),
+        member(knn.clone(), vec![6, 7]),
+    ]));
+    let (plain_report, plain) = evaluate_keeping_inputs(&params(knn), &runtime, &Silent).unwrap();
+    let (report, inputs) = evaluate_keeping_inputs(&params(ensemble), &runtime, &Silent).unwrap();
+    let maps_of = |report: &anodet::pipeline::eval::EvalReport, maps_from: &ReviewMaps| {
+        let ReviewMaps::Knn { params, patches, fold_mappers, inputs } = maps_from else {
+            panic!("knn members draw the page's maps");
+        };
+        let run = &report.runs[0];
+        let mapped: BTreeSet<usize> = [0, 5, 20, run.samples.len() - 1].into();
+        let decoded: HashMap<usize, DecodedImage> = mapped
+            .iter()
+            .map(|&i| {
+                let path = run.samples[i].path.clone();
+                let image = anodet::data::image::decode(&path).unwrap();
+                let prepared = inputs[0].prepare_decoded(&image);
+                (i, DecodedImage::new(path, image, prepared))
+            })
+            .collect();
+        let maps = knn_fold_maps(
+            report,
+            run,
+            (params.as_ref(), fold_mappers),
+            (patches, inputs),
+            &mapped,
+            &decoded,
+            &Silent,
+        )
+        .unwrap();
+        assert_eq!(maps.len(), mapped.len(), "every mapped image has a map");
+        maps
+    };
+    let ReviewMaps::Knn { fold_mappers, .. } = &inputs.maps_from else {
+        panic!("an ensemble with a knn member maps with it");
+    };
+    assert_eq!(fold_mappers.len(), 3, "one set of models per fold");
+    assert!(fold_mappers.iter().all(|m| m.len() == 1 && m[0].member == Some(1)), "the knn member");
+    let plain_maps = maps_of(&plain_report, &plain.maps_from);
+    let maps = maps_of(&report, &inputs.maps_from);
+    let run = &report.runs[0];
+    for (i, map) in &maps {
+        // Same features, settings, seed and folds: the member's bank is the plain run's, so its
+        // map is the plain map standardised as the member's score is.
+        let mapper = &fold_mappers[run.samples[*i].fold.unwrap()][0];
+        let plain = &plain_maps[i];
+        assert_eq!(plain.len(), map.len());
+        let mut largest_gap = 0.0f64;
+        for (&p, &m) in plain.iter().zip(map) {
+            let expected = (p as f64 - mapper.centre) / mapper.spread;
+            largest_gap = largest_gap.max((expected - m as f64).abs() / expected.abs().max(1.0));
+        }
+        assert!(largest_gap < 1e-4, "image {i}: largest relative gap {largest_gap}");
+        assert!(map.iter().any(|&v| (v - map[0]).abs() > 1e-3), "image {i}: a flat map");
+    }
+
+    // The page says so, and shows the maps.
+    ws.anodet(&[
+        "eval",
+        "--data",
+        "data",
+        "--category",
+        "wood",
+        "--scorer",
+        "ensemble",
+        "--member",
+        "gaussian:7",
+        "--member",
+        "knn:6,7",
+        "--out",
+        "e",
+    ])
+    .ok();
+    let dir = ws.path().join("e");
+    let document = Html::parse_document(&fs::read_to_string(dir.join("report.html")).unwrap());
+    let body: String = document.root_element().text().collect();
+    assert!(body.contains("the ensemble's map: its knn members' position scores"), "{body}");
+    assert!(!body.contains("feature map, level"), "no Gaussian feature maps for this ensemble");
+    let overlays = select(&document, "img")
+        .iter()
+        .filter_map(|img| img.value().attr("src"))
+        .filter(|src| src.contains("/o"))
+        .count();
+    assert!(overlays > 0, "the page shows anomaly maps");
+    referenced_files_exist(&document, &dir);
 }

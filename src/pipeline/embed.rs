@@ -160,6 +160,12 @@ impl<'r> Embedder<'r> {
         (self.networks, part_networks)
     }
 
+    /// The preprocessing of each part's network (the run's own for a single scorer; one per
+    /// member for an ensemble).
+    pub fn part_preprocesses(&self) -> Vec<Preprocess> {
+        self.parts.iter().map(|part| self.networks[part.network].preprocess.clone()).collect()
+    }
+
     /// Backbone and preprocessing of each ensemble member (empty for a single scorer).
     pub fn member_records(&self) -> Vec<MemberRecord> {
         if !self.ensemble {

@@ -209,10 +209,55 @@ pub enum ReviewMaps {
     /// the map level's spatial features where the evaluation's pass kept them (`maps`, aligned
     /// with `features`), else from a second pass.
     Pooled { features: FeatureSet, maps: LevelMaps },
-    /// A knn run's patch features: maps are its own position scores under each fold's memory
-    /// bank: the banks that scored the folds, kept in fold order (`fold_banks`), else refitted
-    /// with the same seed (the same bank).
-    Knn { params: KnnParams, patches: Embeddings, fold_banks: Vec<KnnModel> },
+    /// A knn run's patch features, or an ensemble's members' embeddings: maps are the position
+    /// scores of the knn models that scored each fold (`fold_mappers`, kept in fold order; a
+    /// plain knn run's missing fold is refitted from `params` with the same seed: the same
+    /// bank), an ensemble's members' standardised and summed as their scores were. `inputs`:
+    /// the preprocessing of each part's network (one for a plain run, one per member), whose
+    /// input size each member's map is smoothed at, as `heatmap` does.
+    Knn {
+        params: Option<KnnParams>,
+        patches: Embeddings,
+        fold_mappers: Vec<Vec<FoldMapper>>,
+        inputs: Vec<Preprocess>,
+    },
+}
+
+/// A knn model that scored a fold, as the review page draws it.
+pub struct FoldMapper {
+    /// The ensemble member it is (its index among the members' embeddings); `None`: the run's
+    /// own knn scorer.
+    pub member: Option<usize>,
+    pub model: KnnModel,
+    /// The standardisation of its scores in the ensemble ((v − centre) / spread; 0 and 1 for a
+    /// plain knn run).
+    pub centre: f64,
+    pub spread: f64,
+}
+
+impl FoldMapper {
+    /// The knn models of `fitted` that draw its maps: itself, an ensemble's knn members, or none.
+    fn of(fitted: &dyn FittedScorer) -> Vec<FoldMapper> {
+        if let Some(knn) = fitted.knn() {
+            return vec![FoldMapper { member: None, model: knn.share(), centre: 0.0, spread: 1.0 }];
+        }
+        let Some(ensemble) = fitted.ensemble() else {
+            return Vec::new();
+        };
+        ensemble
+            .members()
+            .iter()
+            .enumerate()
+            .filter_map(|(index, member)| {
+                Some(FoldMapper {
+                    member: Some(index),
+                    model: member.scorer.knn()?.share(),
+                    centre: member.centre,
+                    spread: member.spread,
+                })
+            })
+            .collect()
+    }
 }
 
 /// The level whose map the review page shows: the evaluation's last (highest) level.
@@ -311,9 +356,9 @@ fn run_evaluation(
     let judged_images: Vec<usize> = (fit_samples.len()..paths.len()).collect();
 
     let gaussian = GaussianParams::new();
-    // The review page maps the first run's images with the banks that scored them.
-    let keep_banks = keep_inputs && matches!(params.scorer, ScorerSpec::Knn(_));
-    let mut fold_banks: Vec<KnnModel> = Vec::new();
+    // The review page maps the first run's images with the knn models that scored them.
+    let keep_banks = keep_inputs && params.scorer.maps_by_knn();
+    let mut fold_banks: Vec<Vec<FoldMapper>> = Vec::new();
     let runs = match params.protocol {
         Protocol::Cv => (0..params.repeats)
             .map(|r| {
@@ -367,14 +412,28 @@ fn run_evaluation(
     if !keep_inputs {
         return Ok((report, None));
     }
-    // The review page maps a knn run with its own position scores, every other run with fold
-    // Gaussians of pooled features: the scorer's own embeddings when it reads those, else the
-    // pooled features (a cache hit after a patch pass).
+    // The review page maps a knn run, and an ensemble with knn members, with their own position
+    // scores; every other run with fold Gaussians of pooled features: the scorer's own
+    // embeddings when it reads those, else the pooled features (a cache hit after a patch pass).
     let maps_from = match (scorer, &params.scorer) {
         (
             Scorer::Embedded { embeddings: patches @ Embeddings::Patches(_), .. },
             ScorerSpec::Knn(knn),
-        ) => ReviewMaps::Knn { params: knn.clone(), patches, fold_banks },
+        ) => ReviewMaps::Knn {
+            params: Some(knn.clone()),
+            patches,
+            fold_mappers: fold_banks,
+            inputs: vec![embedder.primary().preprocess.clone()],
+        },
+        (
+            Scorer::Embedded { embeddings: members @ Embeddings::Members(_), .. },
+            ScorerSpec::Ensemble(_),
+        ) if keep_banks => ReviewMaps::Knn {
+            params: None,
+            patches: members,
+            fold_mappers: fold_banks,
+            inputs: embedder.part_preprocesses(),
+        },
         (Scorer::Embedded { embeddings: Embeddings::Pooled(features), .. }, _) => {
             ReviewMaps::Pooled { features, maps: kept_maps }
         }
@@ -397,7 +456,7 @@ fn run_evaluation(
 /// Out-of-fold scores and figures. With `score_training` each fold also scores its own
 /// training images (in-sample, for the strip plot); an inner CV that only ranks skips them, as
 /// they cost as much as the held-out scores.
-/// With `banks`, a knn scorer's fold banks are kept there, in fold order.
+/// With `banks`, the knn models that scored each fold are kept there, in fold order.
 #[allow(clippy::too_many_arguments)] // the CV's inputs, each used once
 pub(crate) fn cross_validate(
     samples: &[&Sample],
@@ -408,7 +467,7 @@ pub(crate) fn cross_validate(
     seed: u64,
     gaussian: &GaussianParams,
     score_training: bool,
-    mut banks: Option<&mut Vec<KnnModel>>,
+    mut banks: Option<&mut Vec<Vec<FoldMapper>>>,
 ) -> Result<RunMetrics> {
     let mut runs = cross_validate_each(
         samples,
@@ -585,7 +644,7 @@ fn fixed_split(
     labels: &[bool],
     params: &EvalParams,
     gaussian: &GaussianParams,
-    banks: Option<&mut Vec<KnnModel>>,
+    banks: Option<&mut Vec<Vec<FoldMapper>>>,
 ) -> Result<RunMetrics> {
     if fit_images.len() < 2 {
         return Err(fold_too_small(0, fit_images.len()));
@@ -668,7 +727,7 @@ impl Scorer {
         targets: [&[usize]; N],
         held_out: &[Vec<usize>],
         gaussian: &GaussianParams,
-        banks: Option<&mut Vec<KnnModel>>,
+        banks: Option<&mut Vec<Vec<FoldMapper>>>,
     ) -> Result<([Vec<f64>; N], ndarray::Array1<f64>)> {
         match self {
             Scorer::Embedded { embeddings, spec } => {
@@ -688,14 +747,14 @@ impl Scorer {
         }
     }
 
-    /// [`Scorer::fit_score`], also pushing the fitted memory bank onto `banks` for a knn scorer
-    /// (the review page maps each fold's images with the bank that scored them).
+    /// [`Scorer::fit_score`], also pushing the fitted knn models onto `banks` (the review page
+    /// maps each fold's images with the models that scored them).
     pub(crate) fn fit_score_keeping<const N: usize>(
         &self,
         training: &[usize],
         targets: [&[usize]; N],
         gaussian: &GaussianParams,
-        banks: Option<&mut Vec<KnnModel>>,
+        banks: Option<&mut Vec<Vec<FoldMapper>>>,
     ) -> Result<[Vec<f64>; N]> {
         let mut out: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
         match self {
@@ -721,19 +780,19 @@ impl Scorer {
     }
 }
 
-/// Scores each list of `targets` with `fitted`, pushing its memory bank onto `banks` for knn.
+/// Scores each list of `targets` with `fitted`, pushing its knn models onto `banks`.
 fn score_targets<const N: usize>(
     fitted: &dyn FittedScorer,
     embeddings: &Embeddings,
     targets: [&[usize]; N],
-    banks: Option<&mut Vec<KnnModel>>,
+    banks: Option<&mut Vec<Vec<FoldMapper>>>,
 ) -> Result<[Vec<f64>; N]> {
     let mut out: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
     for (slot, images) in out.iter_mut().zip(targets) {
         *slot = fitted.score(&embeddings.select(images))?;
     }
-    if let (Some(banks), Some(knn)) = (banks, fitted.knn()) {
-        banks.push(knn.share());
+    if let Some(banks) = banks {
+        banks.push(FoldMapper::of(fitted));
     }
     Ok(out)
 }

@@ -13,14 +13,14 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::backbone::Backbone;
-use crate::data::image::decode;
+use crate::data::image::{decode, Preprocess};
 use crate::data::Category;
 use crate::error::{Error, Result};
 use crate::features::{Embeddings, FeatureSet, LevelMap};
 use crate::gaussian::{GaussianModel, GaussianParams};
 use crate::heatmap::{smooth, ImageScorer, MapModel, Method, TensorGaussian};
 use crate::pipeline::eval::{
-    review_map_level, EvalInputs, EvalReport, Protocol, ReviewMaps, RunMetrics,
+    review_map_level, EvalInputs, EvalReport, FoldMapper, Protocol, ReviewMaps, RunMetrics,
 };
 use crate::pipeline::heatmap::{DecodedImage, MapScale, PixelReport};
 use crate::pipeline::tune::TuneReport;
@@ -30,7 +30,7 @@ use crate::report::eval_page::{self, EvalPictures, OverlayScale};
 use crate::report::html::{self, Block, Column, Figure, ImageRow, ImageTable, Page, Section};
 use crate::report::tune_page::tune_page;
 use crate::report::{clock, overlay, pictures};
-use crate::scorer::{FittedScorer, KnnModel, KnnParams};
+use crate::scorer::{FittedScorer, KnnParams, ScorerSpec};
 use crate::threshold::quantile;
 
 /// The page's file name.
@@ -190,49 +190,87 @@ fn fold_members(
         .collect()
 }
 
-/// Knn maps of the mapped images, each under the memory bank of the fold that scored it (kept
-/// from the evaluation in `fold_banks`, else refitted on that fold's good images with the run's
-/// settings and seed: the same bank), from the run's patch features, smoothed and resized to
-/// each image like `heatmap`'s maps.
-fn knn_fold_maps(
+/// Knn maps of the mapped images, each under the knn models of the fold that scored it (kept
+/// from the evaluation in `fold_mappers`; a plain knn run's missing fold is refitted on that
+/// fold's good images with the run's settings and seed: the same bank), from the evaluation's
+/// patch features, each model's map smoothed at its network's input size and resized to the
+/// image like `heatmap`'s maps; an ensemble's members' maps standardised as their scores were
+/// and summed (as `heatmap` draws an ensemble's map).
+pub fn knn_fold_maps(
     report: &EvalReport,
     run: &RunMetrics,
-    (params, fold_banks): (&KnnParams, &[KnnModel]),
-    patches: &Embeddings,
+    (params, fold_mappers): (Option<&KnnParams>, &[Vec<FoldMapper>]),
+    (embeddings, inputs): (&Embeddings, &[Preprocess]),
     mapped: &BTreeSet<usize>,
     decoded: &HashMap<usize, DecodedImage>,
     progress: &dyn Progress,
 ) -> Result<HashMap<usize, Vec<f32>>> {
-    let offset = judged_offset(patches.paths(), run)?;
+    let offset = judged_offset(embeddings.paths(), run)?;
     let mut maps = HashMap::new();
     progress.start(mapped.len() as u64, "review page: anomaly maps");
     for (fold, rows) in fold_training_rows(report, run, offset).into_iter().enumerate() {
-        let members = fold_members(report, run, mapped, fold);
+        let members: Vec<usize> = fold_members(report, run, mapped, fold)
+            .into_iter()
+            .filter(|i| decoded.contains_key(i))
+            .collect();
         if members.is_empty() {
             continue;
         }
-        let model = match fold_banks.get(fold) {
-            Some(bank) => bank.share(),
-            None => params.fit_patches(patches.select(&rows).patches()?)?,
+        let refitted;
+        let mappers = match (fold_mappers.get(fold), params) {
+            (Some(mappers), _) => mappers.as_slice(),
+            (None, Some(params)) => {
+                let model = params.fit_patches(embeddings.select(&rows).patches()?)?;
+                refitted = [FoldMapper { member: None, model, centre: 0.0, spread: 1.0 }];
+                &refitted[..]
+            }
+            (None, None) => {
+                return Err(Error::numeric("review", format!("fold {} kept no model", fold + 1)))
+            }
         };
+        if mappers.is_empty() {
+            return Err(Error::numeric("review", "no knn model draws this run's maps"));
+        }
         let rows: Vec<usize> = members.iter().map(|&i| offset + i).collect();
-        let position_maps = model
-            .maps(&patches.select(&rows))?
-            .ok_or_else(|| Error::numeric("review", "the knn model gave no maps"))?;
-        for (&i, position) in members.iter().zip(position_maps) {
-            let Some(image) = decoded.get(&i) else { continue };
-            let raw = tch::Tensor::from_slice(&position.values).view([
-                1,
-                position.height as i64,
-                position.width as i64,
-            ]);
-            let smoothed = smooth::to_input_size(
-                &raw,
-                image.prepared.height as i64,
-                image.prepared.width as i64,
-            )?;
-            let (w, h) = (image.image.width() as i64, image.image.height() as i64);
-            maps.insert(i, smooth::to_vec(&smooth::resize(&smoothed.get(0), h, w)?)?);
+        let selected = embeddings.select(&rows);
+        let mut totals: Vec<Vec<f32>> = members
+            .iter()
+            .map(|i| {
+                let image = &decoded[i].image;
+                vec![0.0; (image.width() * image.height()) as usize]
+            })
+            .collect();
+        for mapper in mappers {
+            let (part, preprocess) = match mapper.member {
+                None => (&selected, inputs.first()),
+                Some(member) => (&selected.members()?[member], inputs.get(member)),
+            };
+            let preprocess = preprocess
+                .ok_or_else(|| Error::numeric("review", "a knn model without its network"))?;
+            let position_maps = mapper
+                .model
+                .maps(part)?
+                .ok_or_else(|| Error::numeric("review", "the knn model gave no maps"))?;
+            for ((&i, position), total) in members.iter().zip(position_maps).zip(&mut totals) {
+                let image = &decoded[&i].image;
+                let (w, h) = (image.width(), image.height());
+                let input = preprocess.target_size(w, h);
+                let raw = tch::Tensor::from_slice(&position.values).view([
+                    1,
+                    position.height as i64,
+                    position.width as i64,
+                ]);
+                let smoothed =
+                    smooth::to_input_size(&raw, input.height as i64, input.width as i64)?;
+                let values =
+                    smooth::to_vec(&smooth::resize(&smoothed.get(0), h as i64, w as i64)?)?;
+                for (t, v) in total.iter_mut().zip(values) {
+                    *t += ((v as f64 - mapper.centre) / mapper.spread) as f32;
+                }
+            }
+        }
+        for (&i, total) in members.iter().zip(totals) {
+            maps.insert(i, total);
             progress.advance(1);
         }
     }
@@ -357,19 +395,22 @@ pub fn write_eval_review(
         // Maps, each by the model of the fold that scored the image.
         let level = map_level(report)?;
         let (maps, method, map_level, described) = match &inputs.maps_from {
-            ReviewMaps::Knn { params, patches, fold_banks } => (
+            ReviewMaps::Knn { params, patches, fold_mappers, inputs } => (
                 knn_fold_maps(
                     report,
                     run,
-                    (params, fold_banks),
-                    patches,
+                    (params.as_ref(), fold_mappers),
+                    (patches, inputs),
                     &mapped,
                     &decoded,
                     progress,
                 )?,
                 Method::Knn,
                 None,
-                format!("knn position scores (levels {})", report.levels),
+                match params {
+                    Some(_) => format!("knn position scores (levels {})", report.levels),
+                    None => "the ensemble's map: its knn members' position scores, each standardised as its score is, summed".to_string(),
+                },
             ),
             ReviewMaps::Pooled { features, maps: kept } => {
                 let mut maps: HashMap<usize, Vec<f32>> = HashMap::new();
@@ -403,6 +444,12 @@ pub fn write_eval_review(
                 progress.finish();
                 let described = if report.backbone == "hlac" {
                     format!("HLAC cell map (16×16 cells), level {level}")
+                } else if matches!(report.scorer, ScorerSpec::Ensemble(_)) {
+                    // An ensemble without a knn member draws no map of its own.
+                    format!(
+                        "feature map, level {level} of {} under a Gaussian fitted on the fold's good images (the ensemble has no knn member to draw its own map)",
+                        report.backbone
+                    )
                 } else {
                     format!("feature map, level {level}")
                 };

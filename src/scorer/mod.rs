@@ -57,6 +57,18 @@ impl ScorerSpec {
         }
     }
 
+    /// Whether its maps are knn position scores: a knn scorer's own, or an ensemble's with a
+    /// knn member.
+    pub fn maps_by_knn(&self) -> bool {
+        match self {
+            ScorerSpec::Knn(_) => true,
+            ScorerSpec::Ensemble(p) => {
+                p.members.iter().any(|m| matches!(m.scorer, ScorerSpec::Knn(_)))
+            }
+            _ => false,
+        }
+    }
+
     /// The short name used by `--scorer`.
     pub fn name(&self) -> &'static str {
         match self {
