@@ -721,3 +721,76 @@ fn a_broken_run_at_start_is_one_error_line_and_exit_2() {
     assert_eq!(bad_flag.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_flag.stderr).contains("--max-batch"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ensemble_on_two_networks_is_served_as_anodet_score_scores_it() {
+    let _serial = SERIAL.lock().await;
+    let ws = Workspace::with_images(16, 4, 3);
+    ws.anodet(&[
+        "fit",
+        "--category",
+        "wood",
+        "--scorer",
+        "ensemble",
+        "--member",
+        "knn:6,7",
+        "--member",
+        "gaussian:7@efficientnet_lite1",
+        "--out",
+        "runs/e",
+    ])
+    .ok();
+    let images = test_images(&ws);
+    let paths: Vec<String> = images.iter().map(|(p, _)| p.clone()).collect();
+    let expected = cli_scores(&ws, "runs/e", &paths);
+    assert_eq!(expected.len(), images.len());
+    let mut server = Server::start(&ws, &["--model", "runs/e", "--max-wait-ms", "20"], None).await;
+    let client = reqwest::Client::new();
+
+    // Each image alone and all of them at once: each network's input prepared from the bytes,
+    // each member scoring its own, the members standardised and summed.
+    let mut tasks = Vec::new();
+    for (path, bytes) in images.clone() {
+        let (client, url) = (client.clone(), server.url("/v1/score"));
+        tasks.push(tokio::spawn(async move {
+            let response = post_image(&client, &url, bytes, None).await;
+            assert_eq!(response.status(), 200);
+            (path, response.json::<serde_json::Value>().await.unwrap())
+        }));
+    }
+    for task in tasks {
+        let (path, body) = task.await.unwrap();
+        assert_close(body["score"].as_f64().unwrap(), expected[&path], &path);
+    }
+    let mut form = reqwest::multipart::Form::new();
+    for (path, bytes) in images.iter().take(4) {
+        let part = reqwest::multipart::Part::bytes(bytes.clone()).file_name(path.clone());
+        form = form.part("image", part.mime_str("image/png").unwrap());
+    }
+    let body: serde_json::Value = client
+        .post(server.url("/v1/score/batch"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "{body}");
+    for (result, (path, _)) in results.iter().zip(&images) {
+        assert_close(result["score"].as_f64().unwrap(), expected[path], path);
+    }
+
+    // Its map is its knn member's, with the ensemble's score.
+    let (path, bytes) = &images[4];
+    let response = post_image(&client, &server.url("/v1/heatmap"), bytes.clone(), None).await;
+    assert_eq!(response.status(), 200);
+    let score: f64 = response.headers()["x-anodet-score"].to_str().unwrap().parse().unwrap();
+    assert_close(score, expected[path], path);
+    image::load_from_memory(&response.bytes().await.unwrap()).expect("a PNG");
+    let card: serde_json::Value =
+        client.get(server.url("/v1/model")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(card["map_method"], "knn", "{card}");
+    assert!(server.terminate().success());
+}

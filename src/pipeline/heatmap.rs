@@ -22,7 +22,7 @@ use crate::metrics::pro::{pro_auc, LabelledMap};
 use crate::metrics::roc_auc;
 use crate::model::{RunModel, FIT_JSON};
 use crate::pipeline::embed::{Embedder, Opened};
-use crate::pipeline::inspector::{decode_and_prepare, prepare_decoded_file};
+use crate::pipeline::inspector::{Preparation, PreparedInputs};
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
 use crate::report::atomic;
@@ -85,6 +85,15 @@ impl DecodedImage {
     /// An image prepared for a run that reads one network.
     pub fn new(path: PathBuf, image: DynamicImage, prepared: PreparedImage) -> Self {
         DecodedImage { path, image, prepared, other_networks: Vec::new() }
+    }
+
+    /// An image prepared for every network of a run (the run's own first).
+    pub fn from_inputs(path: PathBuf, image: DynamicImage, inputs: PreparedInputs) -> Result<Self> {
+        let mut networks = inputs.networks.into_iter();
+        let prepared = networks
+            .next()
+            .ok_or_else(|| Error::numeric("map", "the image was not prepared for the network"))?;
+        Ok(DecodedImage { path, image, prepared, other_networks: networks.collect() })
     }
 
     fn prepared_for(&self, network: usize) -> Result<&PreparedImage> {
@@ -373,20 +382,19 @@ impl Heatmapper {
     /// Decodes files in parallel and prepares them for each network the maps read; unreadable
     /// files come back as errors.
     pub fn decode(&self, paths: &[PathBuf]) -> (Vec<DecodedImage>, Vec<Error>) {
-        // The preprocessings alone cross threads (a network does not).
-        let preprocesses: Vec<&Preprocess> = self.networks.iter().map(|o| &o.preprocess).collect();
+        // The preprocessings alone cross threads (a network does not). Each network's input is
+        // prepared as `anodet score` prepares it, so each member's part of the score is the same.
+        let preparation =
+            match Preparation::new(self.networks.iter().map(|o| o.preprocess.clone()).collect()) {
+                Ok(preparation) => preparation,
+                Err(e) => return (Vec::new(), vec![e]),
+            };
         let results: Vec<Result<DecodedImage>> = paths
             .par_iter()
             .map(|path| {
                 let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-                let (image, prepared) = decode_and_prepare(preprocesses[0], path, &bytes)?;
-                // Prepared as for the run's own network, so that each member's part of the
-                // score is what `anodet score` gives it.
-                let other_networks = preprocesses[1..]
-                    .iter()
-                    .map(|p| prepare_decoded_file(p, path, &bytes, &image))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(DecodedImage { path: path.clone(), image, prepared, other_networks })
+                let (image, inputs) = preparation.decode_and_prepare(path, &bytes)?;
+                DecodedImage::from_inputs(path.clone(), image, inputs)
             })
             .collect();
         let mut decoded = Vec::new();

@@ -1,6 +1,9 @@
 //! A run opened once for inspection: the one place that knows how a run turns already-decoded
 //! images into scores, verdicts and maps. `anodet score` and `anodet serve` both go through it,
-//! so they give identical scores.
+//! so they give identical scores. An ensemble run reads several networks, each at its own input
+//! size: an image is prepared once per network ([`Preparation`]), each member scores its
+//! network's input, and the members' standardised scores are summed as the ensemble's model
+//! does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,27 +11,102 @@ use std::time::SystemTime;
 
 use image::DynamicImage;
 
-use crate::backbone::{Backbone, BatchLimit};
+use crate::backbone::{Backbone, BatchLimit, Levels};
 use crate::data::image::{decode_slice, PreparedImage, Preprocess};
 use crate::error::{Error, Result};
-use crate::features::embed_prepared;
+use crate::features::{embed_prepared, EmbeddingKind};
 use crate::heatmap::Method;
 use crate::model::{RunModel, MODEL_JSON};
+use crate::pipeline::embed::Embedder;
 use crate::pipeline::heatmap::{DecodedImage, Heatmapper, MapScale};
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
 use crate::report::overlay;
+use crate::scorer::{FittedScorer, ScorerSpec};
 use crate::threshold::Threshold;
 
-/// A loaded, checked run with its backbone, ready to score prepared images.
+/// How a run's networks take an image: one preprocessing per network it reads, the run's own
+/// first (one for a single scorer; an ensemble's members may add others).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preparation {
+    preprocesses: Vec<Preprocess>,
+}
+
+/// An image prepared for every network of a run, in [`Preparation`]'s order.
+#[derive(Debug, Clone)]
+pub struct PreparedInputs {
+    pub networks: Vec<PreparedImage>,
+}
+
+impl Preparation {
+    /// One preprocessing per network, the run's own first.
+    pub fn new(preprocesses: Vec<Preprocess>) -> Result<Preparation> {
+        if preprocesses.is_empty() {
+            return Err(Error::numeric("preparation", "a run reads at least one network"));
+        }
+        Ok(Preparation { preprocesses })
+    }
+
+    /// The run's own network's preprocessing.
+    pub fn primary(&self) -> &Preprocess {
+        &self.preprocesses[0]
+    }
+
+    /// Prepares image file bytes (`name` appears in errors) for every network as `fit` and
+    /// `eval` do ([`Preprocess::prepare_bytes`]); a file that is not a JPEG is decoded once for
+    /// all of them.
+    pub fn prepare_bytes(&self, name: &Path, bytes: &[u8]) -> Result<PreparedInputs> {
+        if let [only] = &self.preprocesses[..] {
+            return Ok(PreparedInputs { networks: vec![only.prepare_bytes(name, bytes)?] });
+        }
+        if image::guess_format(bytes).ok() == Some(image::ImageFormat::Jpeg) {
+            let networks = self
+                .preprocesses
+                .iter()
+                .map(|p| p.prepare_bytes(name, bytes))
+                .collect::<Result<_>>()?;
+            return Ok(PreparedInputs { networks });
+        }
+        Ok(self.decode_and_prepare(name, bytes)?.1)
+    }
+
+    /// Decodes image bytes in full (for a picture of the image) and prepares them for every
+    /// network exactly as `fit` and `eval` do: a large JPEG reduced in the DCT (see
+    /// [`Preprocess::prepare_bytes`]), anything else from the decoded pixels. Pure CPU work that
+    /// needs no network: callers may run it on any thread.
+    pub fn decode_and_prepare(
+        &self,
+        name: &Path,
+        bytes: &[u8],
+    ) -> Result<(DynamicImage, PreparedInputs)> {
+        let image = decode_slice(name, bytes)?;
+        let networks = self
+            .preprocesses
+            .iter()
+            .map(|p| prepare_decoded_file(p, name, bytes, &image))
+            .collect::<Result<_>>()?;
+        Ok((image, PreparedInputs { networks }))
+    }
+}
+
+/// One network the run reads, opened.
+struct Network {
+    backbone: Backbone,
+    /// Input pixels per forward pass at most (see [`BatchLimit`]); `None` under `--batch`.
+    pass_pixels: Option<usize>,
+}
+
+/// A loaded, checked run with its backbone(s), ready to score prepared images.
 pub struct Inspector {
     dir: PathBuf,
     run: RunModel,
-    backbone: Backbone,
+    /// The run's own network first.
+    networks: Vec<Network>,
+    preparation: Preparation,
+    /// Per part of the scorer (one; an ensemble's members), the network it reads.
+    part_networks: Vec<usize>,
     card: ModelCard,
     maps: Option<Heatmapper>,
-    /// Input pixels per forward pass at most (see [`BatchLimit`]); `None` under `--batch`.
-    pass_pixels: Option<usize>,
 }
 
 /// What a run is, for people and for monitoring (`GET /v1/model`).
@@ -71,21 +149,29 @@ pub struct RunMap {
 }
 
 impl Inspector {
-    /// Loads the run in `model_dir` and its backbone, and checks that they belong together.
+    /// Loads the run in `model_dir` and its backbone(s), and checks that they belong together
+    /// (an ensemble's member networks each against its record).
     pub fn load(model_dir: &Path, runtime: &Runtime) -> Result<Inspector> {
         let run = RunModel::load(model_dir)?;
-        if run.meta.scorer.embedding() == crate::features::EmbeddingKind::Members {
-            return Err(Error::input(
-                model_dir.join(MODEL_JSON),
-                "an ensemble run reads several backbones; serving one is not supported (score it with `anodet score`)",
-            ));
-        }
-        let backbone =
-            runtime.load_backbone(&run.meta.backbone.name, &run.meta.preprocess, false)?;
-        run.check_backbone(model_dir, &backbone)?;
-        let card = ModelCard::new(model_dir, &run, &backbone)?;
-        let pass_pixels = runtime.batch_limit(&backbone).pixels;
-        Ok(Inspector { dir: model_dir.to_path_buf(), run, backbone, card, maps: None, pass_pixels })
+        let (opened, part_networks) = Embedder::for_run(runtime, &run, model_dir)?.into_networks();
+        let preparation = Preparation::new(opened.iter().map(|o| o.preprocess.clone()).collect())?;
+        let networks: Vec<Network> = opened
+            .into_iter()
+            .map(|o| Network {
+                pass_pixels: runtime.batch_limit(&o.backbone).pixels,
+                backbone: o.backbone,
+            })
+            .collect();
+        let card = ModelCard::new(model_dir, &run, &networks[0].backbone)?;
+        Ok(Inspector {
+            dir: model_dir.to_path_buf(),
+            run,
+            networks,
+            preparation,
+            part_networks,
+            card,
+            maps: None,
+        })
     }
 
     /// Opens the run's map method (patch for CNN runs, feature for HLAC runs, as
@@ -93,8 +179,9 @@ impl Inspector {
     /// training images and stores it in the run folder; later loads read it back.
     pub fn open_maps(&mut self, runtime: &Runtime, progress: &dyn Progress) -> Result<()> {
         let method = match &self.run.meta.scorer {
-            crate::scorer::ScorerSpec::Knn(_) => Method::Knn,
-            crate::scorer::ScorerSpec::Subspace(_) => Method::Subspace,
+            // An ensemble maps with its knn members (one without any has no map).
+            ScorerSpec::Knn(_) | ScorerSpec::Ensemble(_) => Method::Knn,
+            ScorerSpec::Subspace(_) => Method::Subspace,
             _ if self.run.meta.backbone.name == "hlac" => Method::Feature,
             _ => Method::Patch,
         };
@@ -112,11 +199,12 @@ impl Inspector {
 
     /// Where the network runs.
     pub fn device(&self) -> tch::Device {
-        self.backbone.device()
+        self.backbone().device()
     }
 
+    /// The run's own network.
     pub fn backbone(&self) -> &Backbone {
-        &self.backbone
+        &self.networks[0].backbone
     }
 
     pub fn dir(&self) -> &Path {
@@ -136,28 +224,71 @@ impl Inspector {
         self.run.meta.threshold.value
     }
 
+    /// The run's own network's preprocessing.
     pub fn preprocess(&self) -> &Preprocess {
-        &self.run.meta.preprocess
+        self.preparation.primary()
     }
 
-    /// Scores of prepared images, in order: one forward pass per group of equal input size
-    /// (one for the whole batch with `--aspect squash`, the default).
-    pub fn score(&self, images: &[&PreparedImage]) -> Result<Vec<f64>> {
+    /// How images are prepared for the run's networks.
+    pub fn preparation(&self) -> &Preparation {
+        &self.preparation
+    }
+
+    /// Scores of prepared images, in order: per network, one forward pass per group of equal
+    /// input size (one for the whole batch with `--aspect squash`, the default); an ensemble's
+    /// members' scores standardised and summed in member order, as its model does.
+    pub fn score(&self, images: &[&PreparedInputs]) -> Result<Vec<f64>> {
+        let Some(ensemble) = self.run.scorer.ensemble() else {
+            let meta = &self.run.meta;
+            let kind = meta.scorer.embedding();
+            return self.part_scores(0, &*self.run.scorer, (kind, &meta.levels), images);
+        };
+        let mut total = vec![0.0; images.len()];
+        for (part, member) in ensemble.members().iter().enumerate() {
+            let reads = (member.spec.scorer.embedding(), &member.spec.levels);
+            let scores = self.part_scores(part, &*member.scorer, reads, images)?;
+            for (t, s) in total.iter_mut().zip(scores) {
+                *t += (s - member.centre) / member.spread;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Scores of `images` by one part of the scorer (`scorer`, reading `kind` on `levels` of
+    /// its network).
+    fn part_scores(
+        &self,
+        part: usize,
+        scorer: &dyn FittedScorer,
+        (kind, levels): (EmbeddingKind, &Levels),
+        images: &[&PreparedInputs],
+    ) -> Result<Vec<f64>> {
+        let index = *self
+            .part_networks
+            .get(part)
+            .ok_or_else(|| Error::numeric("inspector", "a scorer part without its network"))?;
+        let network = &self.networks[index];
+        let inputs = images
+            .iter()
+            .map(|image| {
+                image.networks.get(index).ok_or_else(|| {
+                    Error::numeric("inspector", "an image was not prepared for every network")
+                })
+            })
+            .collect::<Result<Vec<&PreparedImage>>>()?;
         let mut groups: BTreeMap<(u32, u32), Vec<usize>> = BTreeMap::new();
-        for (i, image) in images.iter().enumerate() {
+        for (i, image) in inputs.iter().enumerate() {
             groups.entry((image.width, image.height)).or_default().push(i);
         }
-        let levels = &self.run.meta.levels;
-        let kind = self.run.meta.scorer.embedding();
         let mut scores = vec![0.0; images.len()];
         // Callers bound the image count (serve's --max-batch, score's batch); large inputs
         // also respect the backbone's pixels per pass.
-        let limit = BatchLimit { images: usize::MAX, pixels: self.pass_pixels };
+        let limit = BatchLimit { images: usize::MAX, pixels: network.pass_pixels };
         for (&(width, height), members) in &groups {
             for members in members.chunks(limit.images_of(width, height)) {
-                let group: Vec<&PreparedImage> = members.iter().map(|&i| images[i]).collect();
-                let embeddings = embed_prepared(&self.backbone, kind, levels, &group)?;
-                for (&i, score) in members.iter().zip(self.run.scorer.score(&embeddings)?) {
+                let group: Vec<&PreparedImage> = members.iter().map(|&i| inputs[i]).collect();
+                let embeddings = embed_prepared(&network.backbone, kind, levels, &group)?;
+                for (&i, score) in members.iter().zip(scorer.score(&embeddings)?) {
                     scores[i] = score;
                 }
             }
@@ -165,16 +296,20 @@ impl Inspector {
         Ok(scores)
     }
 
-    /// Runs the network once on a blank image of the input size, so the first real request
+    /// Runs each network once on a blank image of its input size, so the first real request
     /// does not pay for libtorch's lazy initialisation.
     pub fn warm_up(&self) -> Result<()> {
-        let size = self.preprocess().size;
-        let blank = PreparedImage {
-            width: size.width,
-            height: size.height,
-            chw: vec![0.0; 3 * (size.width * size.height) as usize],
-        };
-        let scores = self.score(&[&blank])?;
+        let networks = self
+            .preparation
+            .preprocesses
+            .iter()
+            .map(|p| PreparedImage {
+                width: p.size.width,
+                height: p.size.height,
+                chw: vec![0.0; 3 * (p.size.width * p.size.height) as usize],
+            })
+            .collect();
+        let scores = self.score(&[&PreparedInputs { networks }])?;
         match scores.first() {
             Some(score) if score.is_finite() => Ok(()),
             _ => Err(Error::numeric(
@@ -190,11 +325,12 @@ impl Inspector {
     }
 
     /// The run's anomaly map of one image, as `anodet heatmap` computes it.
-    pub fn map(&self, image: &DynamicImage, prepared: &PreparedImage) -> Result<RunMap> {
+    pub fn map(&self, image: &DynamicImage, prepared: &PreparedInputs) -> Result<RunMap> {
         let heatmapper = self.maps.as_ref().ok_or_else(|| {
             Error::param("maps", "maps are not open for this run (Inspector::open_maps)")
         })?;
-        let decoded = [DecodedImage::new(PathBuf::from("image"), image.clone(), prepared.clone())];
+        let decoded =
+            [DecodedImage::from_inputs(PathBuf::from("image"), image.clone(), prepared.clone())?];
         let map = heatmapper
             .map_decoded(&decoded)?
             .pop()
@@ -217,24 +353,10 @@ impl RunMap {
     }
 }
 
-/// Decodes image bytes (`name` appears in errors) in full, for a picture of the image, and
-/// prepares them for the network exactly as `fit` and `eval` do ([`Preprocess::prepare_bytes`]:
-/// a large JPEG is reduced in the DCT), so a map's score is the image's score. Pure CPU work
-/// that needs no network: callers may run it on any thread.
-pub fn decode_and_prepare(
-    preprocess: &Preprocess,
-    name: &Path,
-    bytes: &[u8],
-) -> Result<(DynamicImage, PreparedImage)> {
-    let image = decode_slice(name, bytes)?;
-    let prepared = prepare_decoded_file(preprocess, name, bytes, &image)?;
-    Ok((image, prepared))
-}
-
 /// Prepares a file already decoded in full (`image`, from `bytes`) for the network as
 /// [`Preprocess::prepare_bytes`] would: only JPEGs take another path to the network input
 /// (reduced in the DCT); anything else is prepared from the decoded pixels, not decoded again.
-pub fn prepare_decoded_file(
+fn prepare_decoded_file(
     preprocess: &Preprocess,
     name: &Path,
     bytes: &[u8],

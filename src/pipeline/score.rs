@@ -6,9 +6,8 @@ use std::sync::mpsc;
 
 use rayon::prelude::*;
 
-use crate::data::image::PreparedImage;
 use crate::error::{Error, Result};
-use crate::pipeline::inspector::Inspector;
+use crate::pipeline::inspector::{Inspector, PreparedInputs};
 use crate::progress::Progress;
 
 /// One scored image.
@@ -42,9 +41,9 @@ pub fn score(
         return Err(Error::param("--batch", "must be at least 1"));
     }
     let threshold = threshold.unwrap_or(inspector.threshold());
-    let preprocess = inspector.preprocess().clone();
+    let preparation = inspector.preparation().clone();
     progress.start(images.len() as u64, "scoring");
-    let (sender, receiver) = mpsc::sync_channel::<Vec<(PathBuf, Result<PreparedImage>)>>(2);
+    let (sender, receiver) = mpsc::sync_channel::<Vec<(PathBuf, Result<PreparedInputs>)>>(2);
     let outcome = std::thread::scope(|scope| {
         scope.spawn(move || {
             for chunk in images.chunks(batch_size) {
@@ -53,7 +52,7 @@ pub fn score(
                     .map(|path| {
                         let prepared = std::fs::read(path)
                             .map_err(|e| Error::io(path, e))
-                            .and_then(|bytes| preprocess.prepare_bytes(path, &bytes));
+                            .and_then(|bytes| preparation.prepare_bytes(path, &bytes));
                         (path.clone(), prepared)
                     })
                     .collect();
@@ -76,7 +75,7 @@ pub fn score(
                     Err(error) => outcome.failures.push(error),
                 }
             }
-            let refs: Vec<&PreparedImage> = prepared.iter().collect();
+            let refs: Vec<&PreparedInputs> = prepared.iter().collect();
             for (path, score) in paths.into_iter().zip(inspector.score(&refs)?) {
                 outcome.scored.push(ScoredImage {
                     path,
@@ -93,9 +92,8 @@ pub fn score(
     outcome
 }
 
-/// Scores image files with the run in `model_dir`: through an [`Inspector`] (the path `serve`
-/// shares), or, for an ensemble, whose members may each read another backbone at another input
-/// size, through the pipeline's embedder (one extraction per member backbone).
+/// Scores image files with the run in `model_dir` through an [`Inspector`] (the path `serve`
+/// shares), as many images per forward pass as the run's own network takes.
 pub fn score_run(
     model_dir: &std::path::Path,
     images: &[PathBuf],
@@ -103,31 +101,7 @@ pub fn score_run(
     runtime: &crate::pipeline::Runtime,
     progress: &dyn Progress,
 ) -> Result<ScoreOutcome> {
-    let run = crate::model::RunModel::load(model_dir)?;
-    if run.meta.scorer.embedding() != crate::features::EmbeddingKind::Members {
-        let inspector = Inspector::load(model_dir, runtime)?;
-        let batch_size = runtime.images_per_pass(inspector.backbone(), inspector.preprocess().size);
-        return score(&inspector, images, threshold, batch_size, progress);
-    }
-    if let Some(t) = threshold.filter(|t| !t.is_finite()) {
-        return Err(Error::param("--threshold", format!("{t} is not a finite number")));
-    }
-    let no_cache = crate::pipeline::Runtime { cache_root: None, ..runtime.clone() };
-    let embedder = crate::pipeline::embed::Embedder::for_run(&no_cache, &run, model_dir)?;
-    let (embeddings, failures, _) =
-        embedder.embed(images, crate::features::OnBadImage::Skip, progress)?;
-    let scores = run.scorer.score(&embeddings)?;
-    let threshold = threshold.unwrap_or(run.meta.threshold.value);
-    let scored = embeddings
-        .paths()
-        .iter()
-        .zip(scores)
-        .map(|(path, score)| ScoredImage {
-            path: path.clone(),
-            score,
-            threshold,
-            anomalous: score > threshold,
-        })
-        .collect();
-    Ok(ScoreOutcome { scored, failures })
+    let inspector = Inspector::load(model_dir, runtime)?;
+    let batch_size = runtime.images_per_pass(inspector.backbone(), inspector.preprocess().size);
+    score(&inspector, images, threshold, batch_size, progress)
 }

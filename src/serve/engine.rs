@@ -17,14 +17,13 @@ use image::DynamicImage;
 use tokio::sync::oneshot;
 
 use super::metrics::Metrics;
-use crate::data::image::{PreparedImage, Preprocess};
-use crate::pipeline::inspector::{Inspector, ModelCard, RunMap};
+use crate::pipeline::inspector::{Inspector, ModelCard, Preparation, PreparedInputs, RunMap};
 
 /// What the request handlers need to know about the run being served.
 #[derive(Clone)]
 pub struct Served {
     pub card: Arc<ModelCard>,
-    pub preprocess: Preprocess,
+    pub preparation: Preparation,
     pub threshold: f64,
     /// Why maps are unavailable for this run (`None`: they are available).
     pub maps_unavailable: Option<String>,
@@ -34,8 +33,8 @@ pub struct Served {
 pub struct Job {
     /// The compressed image, to prepare it again should a reload change the preprocessing.
     pub bytes: Bytes,
-    pub prepared: PreparedImage,
-    pub prepared_with: Preprocess,
+    pub prepared: PreparedInputs,
+    pub prepared_with: Preparation,
     /// Set for map requests: the decoded image to map.
     pub map_of: Option<Arc<DynamicImage>>,
     pub reply: oneshot::Sender<Result<Answer, String>>,
@@ -148,7 +147,7 @@ fn read(served: &RwLock<Served>) -> std::sync::RwLockReadGuard<'_, Served> {
 fn served_of(inspector: &Inspector, maps_unavailable: Option<String>) -> Served {
     Served {
         card: Arc::new(inspector.card().clone()),
-        preprocess: inspector.preprocess().clone(),
+        preparation: inspector.preparation().clone(),
         threshold: inspector.threshold(),
         maps_unavailable,
     }
@@ -271,18 +270,18 @@ fn answer(
     card: Arc<ModelCard>,
     batch: &[Job],
 ) -> Result<Vec<Answer>, String> {
-    let preprocess = inspector.preprocess();
+    let preparation = inspector.preparation();
     // Images prepared for a run with other preprocessing (a reload in between) are prepared again.
-    let again: Vec<Option<PreparedImage>> = batch
+    let again: Vec<Option<PreparedInputs>> = batch
         .iter()
         .map(|job| {
-            (job.prepared_with != *preprocess)
-                .then(|| preprocess.prepare_bytes(&PathBuf::from("body"), &job.bytes))
+            (job.prepared_with != *preparation)
+                .then(|| preparation.prepare_bytes(&PathBuf::from("body"), &job.bytes))
                 .transpose()
         })
         .collect::<crate::Result<_>>()
         .map_err(|e| e.to_string())?;
-    let images: Vec<&PreparedImage> = batch
+    let images: Vec<&PreparedInputs> = batch
         .iter()
         .zip(&again)
         .map(|(job, again)| again.as_ref().unwrap_or(&job.prepared))

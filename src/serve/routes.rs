@@ -17,8 +17,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use super::engine::{Answer, Engine, Job, Refused, Served};
 use super::error::ApiError;
 use super::AppState;
-use crate::data::image::PreparedImage;
-use crate::pipeline::inspector::decode_and_prepare;
+use crate::pipeline::inspector::PreparedInputs;
 
 /// What a request decided, for its log line and the verdict counter.
 #[derive(Debug, Clone, Default)]
@@ -202,8 +201,8 @@ pub async fn score_batch(
     }
     let _more_permits = admit(&state, parts.len() - 1)?;
     let served = engine.served();
-    let preprocess = served.preprocess.clone();
-    let decoded: Vec<Result<(Bytes, PreparedImage), ApiError>> = {
+    let preparation = served.preparation.clone();
+    let decoded: Vec<Result<(Bytes, PreparedInputs), ApiError>> = {
         let parts = parts.clone();
         tokio::task::spawn_blocking(move || {
             use rayon::prelude::*;
@@ -211,7 +210,7 @@ pub async fn score_batch(
                 .into_par_iter()
                 .map(|(name, bytes)| {
                     check_format(&bytes)?;
-                    preprocess
+                    preparation
                         .prepare_bytes(&PathBuf::from(&name), &bytes)
                         .map(|prepared| (bytes, prepared))
                         .map_err(|e| ApiError::bad_request(e.to_string()))
@@ -229,7 +228,7 @@ pub async fn score_batch(
                 let job = Job {
                     bytes,
                     prepared,
-                    prepared_with: served.preprocess.clone(),
+                    prepared_with: served.preparation.clone(),
                     map_of: None,
                     reply,
                 };
@@ -360,14 +359,14 @@ async fn prepare(
     bytes: Bytes,
     keep_image: bool,
 ) -> Result<(Job, oneshot::Receiver<Result<Answer, String>>, Option<Arc<DynamicImage>>), ApiError> {
-    let preprocess = served.preprocess.clone();
+    let preparation = served.preparation.clone();
     let body = bytes.clone();
     let (image, prepared) = tokio::task::spawn_blocking(move || {
         let name = PathBuf::from("body");
         if keep_image {
-            decode_and_prepare(&preprocess, &name, &body).map(|(i, p)| (Some(Arc::new(i)), p))
+            preparation.decode_and_prepare(&name, &body).map(|(i, p)| (Some(Arc::new(i)), p))
         } else {
-            preprocess.prepare_bytes(&name, &body).map(|prepared| (None, prepared))
+            preparation.prepare_bytes(&name, &body).map(|prepared| (None, prepared))
         }
     })
     .await
@@ -377,7 +376,7 @@ async fn prepare(
     let job = Job {
         bytes,
         prepared,
-        prepared_with: served.preprocess.clone(),
+        prepared_with: served.preparation.clone(),
         map_of: image.clone(),
         reply,
     };
