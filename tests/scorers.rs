@@ -5,6 +5,7 @@ mod common;
 
 use std::fs;
 
+use anodet::features::Embeddings;
 use anodet::model::RunModel;
 use anodet::scorer::ScorerSpec;
 use common::Workspace;
@@ -241,4 +242,48 @@ fn bad_scorer_flags_name_the_flag() {
         ws.anodet(&full).fails_with(&[flag]);
     }
     assert!(!ws.path().join("runs/wood").exists());
+}
+
+#[test]
+fn members_sharing_a_network_read_one_pass_as_each_would_alone() {
+    use anodet::features::{embed_prepared, embed_prepared_shared, EmbeddingKind, FeatureSpec};
+    let ws = Workspace::with_images(4, 2, 1);
+    let runtime = common::cpu_runtime(4);
+    let levels = |l: Vec<u8>| anodet::backbone::Levels::new(l).unwrap();
+    let spec = FeatureSpec {
+        backbone: "efficientnet_lite0".into(),
+        levels: levels(vec![7]),
+        size: Some("96".parse().unwrap()),
+        aspect: anodet::data::image::Aspect::Squash,
+    };
+    let (backbone, preprocess) = runtime.open_backbone(&spec).unwrap();
+    let prepared: Vec<_> = ["test/good/000.png", "test/hole/000.png", "train/good/001.png"]
+        .iter()
+        .map(|p| preprocess.prepare(&ws.data().join("wood").join(p)).unwrap())
+        .collect();
+    let images: Vec<_> = prepared.iter().collect();
+    let (pooled, patches) = (levels(vec![6, 7, 8]), levels(vec![6, 7]));
+    let readers = [
+        (EmbeddingKind::Pooled, &pooled),
+        (EmbeddingKind::Patches, &patches),
+        (EmbeddingKind::Pooled, &patches),
+    ];
+    let shared = embed_prepared_shared(&backbone, &readers, &images).unwrap();
+    assert_eq!(shared.len(), readers.len());
+    for ((kind, levels), together) in readers.iter().zip(&shared) {
+        let alone = embed_prepared(&backbone, *kind, levels, &images).unwrap();
+        match (together, &alone) {
+            (Embeddings::Pooled(a), Embeddings::Pooled(b)) => {
+                assert_eq!(a.per_level, b.per_level, "pooled {levels:?}")
+            }
+            (Embeddings::Patches(a), Embeddings::Patches(b)) => {
+                assert_eq!((a.grids.clone(), a.dim), (b.grids.clone(), b.dim));
+                assert_eq!(
+                    Vec::<f32>::try_from(a.tensor().view(-1)).unwrap(),
+                    Vec::<f32>::try_from(b.tensor().view(-1)).unwrap()
+                );
+            }
+            _ => panic!("{kind:?}: the reader's kind of embedding"),
+        }
+    }
 }

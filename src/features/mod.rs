@@ -439,19 +439,7 @@ pub fn embed_prepared(
                 Error::param("--scorer", "patch features need a CNN backbone (not hlac)")
             })?;
             let maps = torch.forward(&torch.batch_tensor(images)?)?;
-            let embedded = patches::patch_embedding(&maps, levels)?.to_device(tch::Device::Cpu);
-            let (h, w, dim) = (
-                embedded.size()[1] as usize,
-                embedded.size()[2] as usize,
-                embedded.size()[3] as usize,
-            );
-            let mut set = PatchSet::empty(levels.clone(), dim);
-            let values = Vec::<f32>::try_from(embedded.contiguous().view(-1))
-                .map_err(|e| Error::torch("patch features", e))?;
-            for (i, path) in paths.into_iter().enumerate() {
-                set.push(path, (h, w), &values[i * h * w * dim..(i + 1) * h * w * dim])?;
-            }
-            Ok(Embeddings::Patches(set))
+            patches_of_maps(&maps, levels, images.len())
         }
         EmbeddingKind::Cells { grid } => {
             let Backbone::Hlac(hlac) = backbone else {
@@ -470,6 +458,53 @@ pub fn embed_prepared(
             "an ensemble's members are embedded by the pipeline, one backbone each",
         )),
     }
+}
+
+/// [`embed_prepared`] for several readers of one backbone at once (an ensemble's members that
+/// share a network): one forward pass serves every pooled and patch reader of a CNN; other
+/// readers embed on their own. One embedding per reader, in order.
+pub fn embed_prepared_shared(
+    backbone: &Backbone,
+    readers: &[(EmbeddingKind, &Levels)],
+    images: &[&PreparedImage],
+) -> Result<Vec<Embeddings>> {
+    let shares_a_pass =
+        |kind: &EmbeddingKind| matches!(kind, EmbeddingKind::Pooled | EmbeddingKind::Patches);
+    let torch = match backbone.as_torch() {
+        Some(torch) if readers.len() > 1 && readers.iter().all(|(k, _)| shares_a_pass(k)) => torch,
+        _ => {
+            return readers
+                .iter()
+                .map(|&(kind, levels)| embed_prepared(backbone, kind, levels, images))
+                .collect()
+        }
+    };
+    let maps = torch.forward(&torch.batch_tensor(images)?)?;
+    readers
+        .iter()
+        .map(|&(kind, levels)| match kind {
+            EmbeddingKind::Pooled => Ok(Embeddings::Pooled(FeatureSet {
+                paths: vec![PathBuf::new(); images.len()],
+                levels: levels.clone(),
+                per_level: torch.pool_maps(&maps, levels)?,
+            })),
+            _ => patches_of_maps(&maps, levels, images.len()),
+        })
+        .collect()
+}
+
+/// The patch features of `levels` of one forward pass's maps over `count` images.
+fn patches_of_maps(maps: &[tch::Tensor], levels: &Levels, count: usize) -> Result<Embeddings> {
+    let embedded = patches::patch_embedding(maps, levels)?.to_device(tch::Device::Cpu);
+    let (h, w, dim) =
+        (embedded.size()[1] as usize, embedded.size()[2] as usize, embedded.size()[3] as usize);
+    let mut set = PatchSet::empty(levels.clone(), dim);
+    let values = Vec::<f32>::try_from(embedded.contiguous().view(-1))
+        .map_err(|e| Error::torch("patch features", e))?;
+    for i in 0..count {
+        set.push(PathBuf::new(), (h, w), &values[i * h * w * dim..(i + 1) * h * w * dim])?;
+    }
+    Ok(Embeddings::Patches(set))
 }
 
 /// Maps kept so far during an extraction, by input index, and the bytes they take.

@@ -14,7 +14,7 @@ use image::DynamicImage;
 use crate::backbone::{Backbone, BatchLimit, Levels};
 use crate::data::image::{decode_slice, PreparedImage, Preprocess};
 use crate::error::{Error, Result};
-use crate::features::{embed_prepared, EmbeddingKind};
+use crate::features::{embed_prepared_shared, EmbeddingKind};
 use crate::heatmap::Method;
 use crate::model::{RunModel, MODEL_JSON};
 use crate::pipeline::embed::Embedder;
@@ -235,18 +235,40 @@ impl Inspector {
     }
 
     /// Scores of prepared images, in order: per network, one forward pass per group of equal
-    /// input size (one for the whole batch with `--aspect squash`, the default); an ensemble's
-    /// members' scores standardised and summed in member order, as its model does.
+    /// input size (one for the whole batch with `--aspect squash`, the default), shared by every
+    /// part of the scorer that reads the network; an ensemble's members' scores standardised
+    /// and summed in member order, as its model does.
     pub fn score(&self, images: &[&PreparedInputs]) -> Result<Vec<f64>> {
         let Some(ensemble) = self.run.scorer.ensemble() else {
             let meta = &self.run.meta;
-            let kind = meta.scorer.embedding();
-            return self.part_scores(0, &*self.run.scorer, (kind, &meta.levels), images);
+            let reader = (&*self.run.scorer, meta.scorer.embedding(), &meta.levels);
+            return Ok(self.network_scores(0, &[reader], images)?.remove(0));
         };
+        let members = ensemble.members();
+        let mut part_scores: Vec<Vec<f64>> = vec![Vec::new(); members.len()];
+        for network in 0..self.networks.len() {
+            let parts: Vec<usize> = (0..members.len())
+                .filter(|&p| self.part_networks.get(p) == Some(&network))
+                .collect();
+            if parts.is_empty() {
+                continue;
+            }
+            let readers: Vec<_> = parts
+                .iter()
+                .map(|&p| {
+                    let m = &members[p];
+                    (&*m.scorer, m.spec.scorer.embedding(), &m.spec.levels)
+                })
+                .collect();
+            for (&p, scores) in parts.iter().zip(self.network_scores(network, &readers, images)?) {
+                part_scores[p] = scores;
+            }
+        }
         let mut total = vec![0.0; images.len()];
-        for (part, member) in ensemble.members().iter().enumerate() {
-            let reads = (member.spec.scorer.embedding(), &member.spec.levels);
-            let scores = self.part_scores(part, &*member.scorer, reads, images)?;
+        for (member, scores) in members.iter().zip(part_scores) {
+            if scores.len() != total.len() {
+                return Err(Error::numeric("inspector", "an ensemble member without its network"));
+            }
             for (t, s) in total.iter_mut().zip(scores) {
                 *t += (s - member.centre) / member.spread;
             }
@@ -254,19 +276,14 @@ impl Inspector {
         Ok(total)
     }
 
-    /// Scores of `images` by one part of the scorer (`scorer`, reading `kind` on `levels` of
-    /// its network).
-    fn part_scores(
+    /// Scores of `images` by each reader of network `index` (a scorer, the kind of features it
+    /// reads and their levels), one forward pass per group of equal input size serving them all.
+    fn network_scores(
         &self,
-        part: usize,
-        scorer: &dyn FittedScorer,
-        (kind, levels): (EmbeddingKind, &Levels),
+        index: usize,
+        readers: &[(&dyn FittedScorer, EmbeddingKind, &Levels)],
         images: &[&PreparedInputs],
-    ) -> Result<Vec<f64>> {
-        let index = *self
-            .part_networks
-            .get(part)
-            .ok_or_else(|| Error::numeric("inspector", "a scorer part without its network"))?;
+    ) -> Result<Vec<Vec<f64>>> {
         let network = &self.networks[index];
         let inputs = images
             .iter()
@@ -280,16 +297,22 @@ impl Inspector {
         for (i, image) in inputs.iter().enumerate() {
             groups.entry((image.width, image.height)).or_default().push(i);
         }
-        let mut scores = vec![0.0; images.len()];
+        let reads: Vec<(EmbeddingKind, &Levels)> =
+            readers.iter().map(|&(_, kind, levels)| (kind, levels)).collect();
+        let mut scores = vec![vec![0.0; images.len()]; readers.len()];
         // Callers bound the image count (serve's --max-batch, score's batch); large inputs
         // also respect the backbone's pixels per pass.
         let limit = BatchLimit { images: usize::MAX, pixels: network.pass_pixels };
         for (&(width, height), members) in &groups {
             for members in members.chunks(limit.images_of(width, height)) {
                 let group: Vec<&PreparedImage> = members.iter().map(|&i| inputs[i]).collect();
-                let embeddings = embed_prepared(&network.backbone, kind, levels, &group)?;
-                for (&i, score) in members.iter().zip(scorer.score(&embeddings)?) {
-                    scores[i] = score;
+                let embedded = embed_prepared_shared(&network.backbone, &reads, &group)?;
+                for ((scorer, _, _), (embeddings, out)) in
+                    readers.iter().zip(embedded.iter().zip(scores.iter_mut()))
+                {
+                    for (&i, score) in members.iter().zip(scorer.score(embeddings)?) {
+                        out[i] = score;
+                    }
                 }
             }
         }
