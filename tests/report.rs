@@ -57,6 +57,15 @@ fn referenced_files_exist(document: &Html, dir: &Path) -> usize {
 }
 
 /// Rows of scores.csv: (path, label, predicted_honest).
+/// Anomaly-map overlays (`report-files/o….jpg`) the page shows.
+fn overlay_count(document: &Html) -> usize {
+    select(document, "img")
+        .iter()
+        .filter_map(|img| img.value().attr("src"))
+        .filter(|src| src.contains("/o"))
+        .count()
+}
+
 fn score_rows(dir: &Path) -> Vec<(String, String, String)> {
     let mut reader = csv::Reader::from_path(dir.join("scores.csv")).unwrap();
     reader.records().map(|r| r.unwrap()).map(|r| (r[0].into(), r[1].into(), r[6].into())).collect()
@@ -165,12 +174,7 @@ fn a_knn_eval_page_maps_with_the_knn_scorer_itself() {
     let body: String = document.root_element().text().collect();
     assert!(body.contains("knn position scores (levels 6,7)"), "the map method is knn's own");
     assert!(!body.contains("feature map, level"), "no Gaussian feature maps on a knn page");
-    let overlays = select(&document, "img")
-        .iter()
-        .filter_map(|img| img.value().attr("src"))
-        .filter(|src| src.contains("/o"))
-        .count();
-    assert!(overlays > 0, "the page shows anomaly maps");
+    assert!(overlay_count(&document) > 0, "the page shows anomaly maps");
     referenced_files_exist(&document, &dir);
 }
 
@@ -379,32 +383,14 @@ fn an_ensemble_eval_page_maps_with_its_knn_members_standardised() {
     }
 
     // The page says so, and shows the maps.
-    ws.anodet(&[
-        "eval",
-        "--data",
-        "data",
-        "--category",
-        "wood",
-        "--scorer",
-        "ensemble",
-        "--member",
-        "gaussian:7",
-        "--member",
-        "knn:6,7",
-        "--out",
-        "e",
-    ])
-    .ok();
+    let eval = "eval --data data --category wood --scorer ensemble --member gaussian:7 \
+                --member knn:6,7 --out e";
+    ws.anodet(&eval.split_whitespace().collect::<Vec<_>>()).ok();
     let dir = ws.path().join("e");
     let document = Html::parse_document(&fs::read_to_string(dir.join("report.html")).unwrap());
     let body: String = document.root_element().text().collect();
     assert!(body.contains("the ensemble's map: its knn members' position scores"), "{body}");
     assert!(!body.contains("feature map, level"), "no Gaussian feature maps for this ensemble");
-    let overlays = select(&document, "img")
-        .iter()
-        .filter_map(|img| img.value().attr("src"))
-        .filter(|src| src.contains("/o"))
-        .count();
-    assert!(overlays > 0, "the page shows anomaly maps");
+    assert!(overlay_count(&document) > 0, "the page shows anomaly maps");
     referenced_files_exist(&document, &dir);
 }

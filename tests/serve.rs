@@ -180,6 +180,16 @@ async fn post_image(
     request.send().await.expect("request sent")
 }
 
+/// `POST /v1/score/batch` with `form`; the JSON answer.
+async fn post_batch(
+    client: &reqwest::Client,
+    server: &Server,
+    form: reqwest::multipart::Form,
+) -> serde_json::Value {
+    let response = client.post(server.url("/v1/score/batch")).multipart(form).send().await;
+    response.unwrap().json().await.unwrap()
+}
+
 /// Asserts a one-line JSON error body with status `status`; returns the message.
 async fn json_error(response: reqwest::Response, status: u16) -> String {
     assert_eq!(response.status().as_u16(), status, "{response:?}");
@@ -257,15 +267,7 @@ async fn scores_equal_anodet_score_and_64_clients_each_get_their_own() {
         "image",
         reqwest::multipart::Part::bytes(b"not an image".to_vec()).file_name("bad.png"),
     );
-    let body: serde_json::Value = client
-        .post(server.url("/v1/score/batch"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = post_batch(&client, &server, form).await;
     let results = body["results"].as_array().unwrap();
     assert_eq!(results.len(), 6, "{body}");
     for (result, (path, _)) in results.iter().zip(images.iter().take(5)) {
@@ -726,20 +728,9 @@ fn a_broken_run_at_start_is_one_error_line_and_exit_2() {
 async fn an_ensemble_on_two_networks_is_served_as_anodet_score_scores_it() {
     let _serial = SERIAL.lock().await;
     let ws = Workspace::with_images(16, 4, 3);
-    ws.anodet(&[
-        "fit",
-        "--category",
-        "wood",
-        "--scorer",
-        "ensemble",
-        "--member",
-        "knn:6,7",
-        "--member",
-        "gaussian:7@efficientnet_lite1",
-        "--out",
-        "runs/e",
-    ])
-    .ok();
+    let fit = "fit --category wood --scorer ensemble --member knn:6,7 \
+               --member gaussian:7@efficientnet_lite1 --out runs/e";
+    ws.anodet(&fit.split_whitespace().collect::<Vec<_>>()).ok();
     let images = test_images(&ws);
     let paths: Vec<String> = images.iter().map(|(p, _)| p.clone()).collect();
     let expected = cli_scores(&ws, "runs/e", &paths);
@@ -767,15 +758,7 @@ async fn an_ensemble_on_two_networks_is_served_as_anodet_score_scores_it() {
         let part = reqwest::multipart::Part::bytes(bytes.clone()).file_name(path.clone());
         form = form.part("image", part.mime_str("image/png").unwrap());
     }
-    let body: serde_json::Value = client
-        .post(server.url("/v1/score/batch"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = post_batch(&client, &server, form).await;
     let results = body["results"].as_array().unwrap();
     assert_eq!(results.len(), 4, "{body}");
     for (result, (path, _)) in results.iter().zip(&images) {
