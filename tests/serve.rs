@@ -294,6 +294,7 @@ async fn scores_equal_anodet_score_and_64_clients_each_get_their_own() {
     assert_eq!(card["backbone"], "efficientnet_lite0");
     assert_eq!(card["levels"], serde_json::json!([7]));
     assert_eq!(card["map_method"], "patch");
+    assert!(card.get("members").is_none(), "only an ensemble's card lists members");
     assert!(!card["threshold"]["method"].as_str().unwrap().is_empty());
     assert!(card["fitted_at"].as_str().unwrap().ends_with('Z'), "{card}");
     assert_eq!(client.get(server.url("/healthz")).send().await.unwrap().status(), 200);
@@ -775,5 +776,12 @@ async fn an_ensemble_on_two_networks_is_served_as_anodet_score_scores_it() {
     let card: serde_json::Value =
         client.get(server.url("/v1/model")).send().await.unwrap().json().await.unwrap();
     assert_eq!(card["map_method"], "knn", "{card}");
+    let members = card["members"].as_array().expect("an ensemble's card lists its members");
+    let described: Vec<(&str, &str)> = members
+        .iter()
+        .map(|m| (m["scorer"].as_str().unwrap(), m["backbone"].as_str().unwrap()))
+        .collect();
+    assert_eq!(described, [("knn", "efficientnet_lite0"), ("gaussian", "efficientnet_lite1")]);
+    assert!(members.iter().all(|m| m["backbone_sha256"].as_str().unwrap().len() == 64));
     assert!(server.terminate().success());
 }

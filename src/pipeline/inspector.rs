@@ -137,6 +137,22 @@ pub struct ModelCard {
     pub anodet_version: String,
     /// The map method of `map` (`None` until maps are opened).
     pub map_method: Option<String>,
+    /// An ensemble's members, each with the network it reads (absent for other runs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberCard>,
+}
+
+/// One ensemble member in a [`ModelCard`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MemberCard {
+    pub scorer: String,
+    pub levels: Vec<u8>,
+    pub backbone: String,
+    /// SHA-256 of the member backbone's fp32 TorchScript file.
+    pub backbone_sha256: String,
+    pub precision: String,
+    pub input: String,
+    pub aspect: String,
 }
 
 /// An anomaly map of one image at the image's own size, with the run's fixed colour scale.
@@ -162,7 +178,24 @@ impl Inspector {
                 backbone: o.backbone,
             })
             .collect();
-        let card = ModelCard::new(model_dir, &run, &networks[0].backbone)?;
+        let mut card = ModelCard::new(model_dir, &run, &networks[0].backbone)?;
+        if let crate::scorer::ScorerSpec::Ensemble(params) = &run.meta.scorer {
+            card.members = params
+                .members
+                .iter()
+                .zip(&run.meta.members)
+                .zip(&part_networks)
+                .map(|((member, record), &network)| MemberCard {
+                    scorer: member.scorer.name().to_string(),
+                    levels: member.levels.as_slice().to_vec(),
+                    backbone: record.backbone.name.clone(),
+                    backbone_sha256: record.backbone.torchscript_sha256.clone(),
+                    precision: networks[network].backbone.precision().to_string(),
+                    input: record.preprocess.size.to_string(),
+                    aspect: format!("{:?}", record.preprocess.aspect).to_lowercase(),
+                })
+                .collect();
+        }
         Ok(Inspector {
             dir: model_dir.to_path_buf(),
             run,
@@ -426,6 +459,7 @@ impl ModelCard {
             fitted_at,
             anodet_version: meta.anodet_version.clone(),
             map_method: None,
+            members: Vec::new(),
         })
     }
 }
