@@ -211,11 +211,9 @@ pub struct KnnModel {
 }
 
 impl KnnModel {
+    /// `bank`: entries × dimensions; [`SearchBank::new`] refuses an empty one.
     fn new(params: KnnParams, levels: Levels, bank: Tensor) -> Result<Self> {
         let bank = bank.to_kind(Kind::Float).to_device(Device::Cpu);
-        if bank.size().len() != 2 || bank.size()[0] == 0 {
-            return Err(Error::numeric("knn model", "the memory bank is empty"));
-        }
         let bank = SearchBank::new(bank, search_precision(Device::Cpu))?;
         Ok(KnnModel { params, levels, bank })
     }
