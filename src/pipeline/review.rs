@@ -395,12 +395,12 @@ pub fn write_eval_review(
         // Maps, each by the model of the fold that scored the image.
         let level = map_level(report)?;
         let (maps, method, map_level, described) = match &inputs.maps_from {
-            ReviewMaps::Knn { params, patches, fold_mappers, inputs } => (
+            ReviewMaps::Knn { params, patches, fold_mappers, inputs: preprocesses } => (
                 knn_fold_maps(
                     report,
                     run,
                     (params.as_ref(), fold_mappers),
-                    (patches, inputs),
+                    (patches, preprocesses),
                     &mapped,
                     &decoded,
                     progress,
