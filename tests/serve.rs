@@ -180,6 +180,29 @@ async fn post_image(
     request.send().await.expect("request sent")
 }
 
+/// Posts each (path, image) to `/v1/score` at once, one client task each; every answer is 200.
+/// The paths with their JSON answers, in order.
+async fn score_concurrently(
+    client: &reqwest::Client,
+    server: &Server,
+    requests: Vec<(String, Vec<u8>)>,
+) -> Vec<(String, serde_json::Value)> {
+    let mut tasks = Vec::new();
+    for (path, bytes) in requests {
+        let (client, url) = (client.clone(), server.url("/v1/score"));
+        tasks.push(tokio::spawn(async move {
+            let response = post_image(&client, &url, bytes, None).await;
+            assert_eq!(response.status(), 200);
+            (path, response.json::<serde_json::Value>().await.unwrap())
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
 /// `POST /v1/score/batch` with `form`; the JSON answer.
 async fn post_batch(
     client: &reqwest::Client,
@@ -222,19 +245,8 @@ async fn scores_equal_anodet_score_and_64_clients_each_get_their_own() {
     let client = reqwest::Client::new();
 
     // 64 concurrent clients, each with its own image (13 images, so each appears ~5 times).
-    let mut tasks = Vec::new();
-    for i in 0..64 {
-        let (path, bytes) = images[i % images.len()].clone();
-        let client = client.clone();
-        let url = server.url("/v1/score");
-        tasks.push(tokio::spawn(async move {
-            let response = post_image(&client, &url, bytes, None).await;
-            assert_eq!(response.status(), 200);
-            (path, response.json::<serde_json::Value>().await.unwrap())
-        }));
-    }
-    for task in tasks {
-        let (path, body) = task.await.unwrap();
+    let requests = (0..64).map(|i| images[i % images.len()].clone()).collect();
+    for (path, body) in score_concurrently(&client, &server, requests).await {
         let score = body["score"].as_f64().unwrap();
         assert_close(score, expected[&path], &path);
         let threshold = body["threshold"].as_f64().unwrap();
@@ -741,17 +753,7 @@ async fn an_ensemble_on_two_networks_is_served_as_anodet_score_scores_it() {
 
     // Each image alone and all of them at once: each network's input prepared from the bytes,
     // each member scoring its own, the members standardised and summed.
-    let mut tasks = Vec::new();
-    for (path, bytes) in images.clone() {
-        let (client, url) = (client.clone(), server.url("/v1/score"));
-        tasks.push(tokio::spawn(async move {
-            let response = post_image(&client, &url, bytes, None).await;
-            assert_eq!(response.status(), 200);
-            (path, response.json::<serde_json::Value>().await.unwrap())
-        }));
-    }
-    for task in tasks {
-        let (path, body) = task.await.unwrap();
+    for (path, body) in score_concurrently(&client, &server, images.clone()).await {
         assert_close(body["score"].as_f64().unwrap(), expected[&path], &path);
     }
     let mut form = reqwest::multipart::Form::new();

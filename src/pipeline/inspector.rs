@@ -179,7 +179,7 @@ impl Inspector {
             })
             .collect();
         let mut card = ModelCard::new(model_dir, &run, &networks[0].backbone)?;
-        if let crate::scorer::ScorerSpec::Ensemble(params) = &run.meta.scorer {
+        if let ScorerSpec::Ensemble(params) = &run.meta.scorer {
             card.members = params
                 .members
                 .iter()
@@ -297,16 +297,7 @@ impl Inspector {
                 part_scores[p] = scores;
             }
         }
-        let mut total = vec![0.0; images.len()];
-        for (member, scores) in members.iter().zip(part_scores) {
-            if scores.len() != total.len() {
-                return Err(Error::numeric("inspector", "an ensemble member without its network"));
-            }
-            for (t, s) in total.iter_mut().zip(scores) {
-                *t += (s - member.centre) / member.spread;
-            }
-        }
-        Ok(total)
+        ensemble.combine(&part_scores)
     }
 
     /// Scores of `images` by each reader of network `index` (a scorer, the kind of features it

@@ -134,6 +134,24 @@ impl EnsembleModel {
     pub fn members(&self) -> &[FittedMember] {
         &self.members
     }
+
+    /// The ensemble's scores from its members' scores of the same images (one list per member,
+    /// in member order): each standardised, summed in member order.
+    pub fn combine(&self, member_scores: &[Vec<f64>]) -> Result<Vec<f64>> {
+        let images = member_scores.first().map_or(0, Vec::len);
+        if member_scores.len() != self.members.len()
+            || member_scores.iter().any(|scores| scores.len() != images)
+        {
+            return Err(Error::numeric("ensemble", "one score per image and member is needed"));
+        }
+        let mut total = vec![0.0; images];
+        for (member, scores) in self.members.iter().zip(member_scores) {
+            for (t, s) in total.iter_mut().zip(scores) {
+                *t += (s - member.centre) / member.spread;
+            }
+        }
+        Ok(total)
+    }
 }
 
 impl FittedScorer for EnsembleModel {
@@ -146,13 +164,13 @@ impl FittedScorer for EnsembleModel {
         if parts.len() != self.members.len() {
             return Err(Error::numeric("ensemble", "one embedding per member is needed"));
         }
-        let mut total = vec![0.0; embeddings.len()];
-        for (member, part) in self.members.iter().zip(parts) {
-            for (t, s) in total.iter_mut().zip(member.scorer.score(part)?) {
-                *t += (s - member.centre) / member.spread;
-            }
-        }
-        Ok(total)
+        let member_scores = self
+            .members
+            .iter()
+            .zip(parts)
+            .map(|(member, part)| member.scorer.score(part))
+            .collect::<Result<Vec<_>>>()?;
+        self.combine(&member_scores)
     }
 
     fn maps(&self, _: &Embeddings) -> Result<Option<Vec<PositionMap>>> {
