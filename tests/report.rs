@@ -262,7 +262,7 @@ fn a_knn_eval_keeps_the_bank_that_scored_each_fold_for_its_page() {
         grid: None,
     };
     let (report, inputs) = evaluate_keeping_inputs(&params, &runtime, &Silent).unwrap();
-    let ReviewMaps::Knn { patches, fold_mappers, .. } = &inputs.maps_from else {
+    let ReviewMaps::Positions { patches, fold_mappers, .. } = &inputs.maps_from else {
         panic!("a knn eval's page maps with knn");
     };
     let fold_banks: Vec<_> = fold_mappers
@@ -270,7 +270,7 @@ fn a_knn_eval_keeps_the_bank_that_scored_each_fold_for_its_page() {
         .map(|mappers| {
             let [mapper] = &mappers[..] else { panic!("one knn model per fold") };
             assert_eq!((mapper.member, mapper.centre, mapper.spread), (None, 0.0, 1.0));
-            &mapper.model
+            mapper.model.knn().expect("a knn model")
         })
         .collect();
     // The first run's folds only (the page shows the first seed), in fold order: each the bank a
@@ -293,7 +293,7 @@ fn an_ensemble_eval_page_maps_with_its_knn_members_standardised() {
     use anodet::features::FeatureSpec;
     use anodet::pipeline::eval::{evaluate_keeping_inputs, EvalParams, Protocol, ReviewMaps};
     use anodet::pipeline::heatmap::DecodedImage;
-    use anodet::pipeline::review::knn_fold_maps;
+    use anodet::pipeline::review::position_fold_maps;
     use anodet::progress::Silent;
     use anodet::scorer::{EnsembleParams, KnnParams, MemberSpec, ScorerSpec};
     use anodet::threshold::QuantileThreshold;
@@ -332,7 +332,7 @@ fn an_ensemble_eval_page_maps_with_its_knn_members_standardised() {
     let (plain_report, plain) = evaluate_keeping_inputs(&params(knn), &runtime, &Silent).unwrap();
     let (report, inputs) = evaluate_keeping_inputs(&params(ensemble), &runtime, &Silent).unwrap();
     let maps_of = |report: &anodet::pipeline::eval::EvalReport, maps_from: &ReviewMaps| {
-        let ReviewMaps::Knn { params, patches, fold_mappers, inputs } = maps_from else {
+        let ReviewMaps::Positions { spec, patches, fold_mappers, inputs } = maps_from else {
             panic!("knn members draw the page's maps");
         };
         let run = &report.runs[0];
@@ -346,10 +346,10 @@ fn an_ensemble_eval_page_maps_with_its_knn_members_standardised() {
                 (i, DecodedImage::new(path, image, prepared))
             })
             .collect();
-        let maps = knn_fold_maps(
+        let maps = position_fold_maps(
             report,
             run,
-            (params.as_ref(), fold_mappers),
+            (spec.as_ref(), fold_mappers),
             (patches, inputs),
             &mapped,
             &decoded,
@@ -359,7 +359,7 @@ fn an_ensemble_eval_page_maps_with_its_knn_members_standardised() {
         assert_eq!(maps.len(), mapped.len(), "every mapped image has a map");
         maps
     };
-    let ReviewMaps::Knn { fold_mappers, .. } = &inputs.maps_from else {
+    let ReviewMaps::Positions { fold_mappers, .. } = &inputs.maps_from else {
         panic!("an ensemble with a knn member maps with it");
     };
     assert_eq!(fold_mappers.len(), 3, "one set of models per fold");
@@ -389,7 +389,10 @@ fn an_ensemble_eval_page_maps_with_its_knn_members_standardised() {
     let dir = ws.path().join("e");
     let document = Html::parse_document(&fs::read_to_string(dir.join("report.html")).unwrap());
     let body: String = document.root_element().text().collect();
-    assert!(body.contains("the ensemble's map: its knn members' position scores"), "{body}");
+    assert!(
+        body.contains("the ensemble's map: its knn and padim members' position scores"),
+        "{body}"
+    );
     assert!(!body.contains("feature map, level"), "no Gaussian feature maps for this ensemble");
     assert!(overlay_count(&document) > 0, "the page shows anomaly maps");
     referenced_files_exist(&document, &dir);

@@ -128,7 +128,8 @@ fn an_ensemble_maps_with_its_knn_members_standardised() {
 
     // An ensemble with no knn member has no map to draw.
     ensemble(&["gaussian:7"], "runs/g");
-    ws.anodet(&["heatmap", "--model", "runs/g", image]).fails_with(&["--method", "knn member"]);
+    ws.anodet(&["heatmap", "--model", "runs/g", image])
+        .fails_with(&["--method", "knn or padim member"]);
 }
 
 #[test]

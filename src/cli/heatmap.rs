@@ -26,8 +26,9 @@ pub struct HeatmapArgs {
     pub model: Option<PathBuf>,
     /// Map method(s): patch (per-position Gaussians over levels 3-5, PaDiM-style; the default
     /// for Gaussian CNN runs), knn (distance of each position to the nearest good position; the
-    /// default for knn runs, and for ensembles: the sum of their knn members' maps, each
-    /// standardised as its score is), feature (one level's Gaussian at every position, or at
+    /// default for knn runs, and for ensembles: the sum of their knn and padim members' maps,
+    /// each standardised as its score is), padim (each position's distance to the good
+    /// images' Gaussian at that position; the default for padim runs), feature (one level's Gaussian at every position, or at
     /// every cell of a 16×16 grid for HLAC runs, their default), subspace (HLAC cells' residuals
     /// outside the good cells' subspace; the default for subspace runs), gradient (d score / d
     /// pixels). Comma-separated to compare.
@@ -60,6 +61,7 @@ pub enum MethodArg {
     Feature,
     Gradient,
     Knn,
+    Padim,
     Subspace,
 }
 
@@ -70,6 +72,7 @@ impl From<MethodArg> for Method {
             MethodArg::Feature => Method::Feature,
             MethodArg::Gradient => Method::Gradient,
             MethodArg::Knn => Method::Knn,
+            MethodArg::Padim => Method::Padim,
             MethodArg::Subspace => Method::Subspace,
         }
     }
@@ -82,6 +85,7 @@ fn variants(args: &HeatmapArgs, run: &ScorerSpec, hlac_run: bool) -> Vec<(Method
         ScorerSpec::Subspace(_) => MethodArg::Subspace,
         _ if hlac_run => MethodArg::Feature,
         ScorerSpec::Knn(_) => MethodArg::Knn,
+        ScorerSpec::Padim(_) => MethodArg::Padim,
         // An ensemble maps with its knn members (one without any says so when opened).
         ScorerSpec::Ensemble(_) => MethodArg::Knn,
         ScorerSpec::Gaussian => MethodArg::Patch,

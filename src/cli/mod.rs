@@ -18,7 +18,9 @@ use clap::{Args, Parser, Subcommand};
 use anodet::backbone::{DeviceSpec, Levels, Precision};
 use anodet::data::image::{Aspect, InputSize};
 use anodet::scorer::nearest::{set_search_precision, SearchPrecision};
-use anodet::scorer::{EnsembleParams, KnnParams, MemberSpec, ScorerSpec, SubspaceParams};
+use anodet::scorer::{
+    EnsembleParams, KnnParams, MemberSpec, PadimParams, ScorerSpec, SubspaceParams,
+};
 
 const EXIT_CODES: &str = "EXIT STATUS:\n  0  success\n  1  (score) at least one image is anomalous\n  2  error (bad input, bad flags, missing model…)";
 
@@ -148,13 +150,15 @@ impl FeatureArgs {
 pub struct ScorerArgs {
     /// gaussian: a Gaussian per level of pooled features (Gaussian AD); knn: patch memory, the
     /// distance of each position to its nearest good position (PatchCore-style, default levels
-    /// 6,7), image score = the worst position; subspace (--backbone hlac): residual of each
+    /// 6,7), image score = the worst position; padim: a Gaussian per grid position on knn's
+    /// features (PaDiM), the worst position's Mahalanobis distance, for aligned parts (one
+    /// input size for all images); subspace (--backbone hlac): residual of each
     /// grid cell's HLAC features outside the principal subspace of good cells, image score =
     /// the worst cell; ensemble: the members given with --member, each standardised by its
     /// cross-fitted good-image scores, summed.
     #[arg(long, value_enum, default_value = "gaussian")]
     pub scorer: ScorerKind,
-    /// ensemble: a member, SCORER[:LEVELS][@BACKBONE] (scorer gaussian or knn; levels default
+    /// ensemble: a member, SCORER[:LEVELS][@BACKBONE] (scorer gaussian, knn or padim; levels default
     /// to the scorer's; backbone to --backbone). Repeat for each member, e.g.
     /// --member gaussian:6-8 --member knn:6,7@efficientnet_lite1.
     #[arg(long = "member", value_name = "SPEC")]
@@ -163,7 +167,7 @@ pub struct ScorerArgs {
     /// (0, 1] (default 0.1; 1 keeps all).
     #[arg(long, value_name = "F")]
     pub coreset: Option<f64>,
-    /// knn: outer rings of positions the image score ignores (default 1).
+    /// knn, padim: outer rings of positions the image score ignores (default 1).
     #[arg(long, value_name = "N")]
     pub border: Option<usize>,
     /// HLAC cells a side: the subspace scorer's grid (default 4); with the Gaussian, eval's
@@ -181,6 +185,7 @@ pub struct ScorerArgs {
 pub enum ScorerKind {
     Gaussian,
     Knn,
+    Padim,
     Subspace,
     Ensemble,
 }
@@ -195,13 +200,14 @@ impl ScorerArgs {
             ("--variance", self.variance.is_some(), ScorerKind::Subspace),
             ("--member", !self.members.is_empty(), ScorerKind::Ensemble),
         ];
-        // knn settings also serve an ensemble's knn members.
-        let applies = |owner: ScorerKind| {
+        // knn settings also serve an ensemble's knn members; the border also padim (members).
+        let applies = |owner: ScorerKind, flag: &str| {
             owner == self.scorer
                 || (owner == ScorerKind::Knn && self.scorer == ScorerKind::Ensemble)
+                || (flag == "--border" && self.scorer == ScorerKind::Padim)
         };
         if let Some((flag, _, owner)) =
-            given.iter().find(|(_, present, owner)| *present && !applies(*owner))
+            given.iter().find(|(flag, present, owner)| *present && !applies(*owner, flag))
         {
             let owner = match owner {
                 ScorerKind::Knn => "knn",
@@ -210,10 +216,12 @@ impl ScorerArgs {
             };
             return Err(anodet::Error::param(*flag, format!("applies to --scorer {owner} only")));
         }
-        if self.grid.is_some() && matches!(self.scorer, ScorerKind::Knn | ScorerKind::Ensemble) {
+        if self.grid.is_some()
+            && matches!(self.scorer, ScorerKind::Knn | ScorerKind::Padim | ScorerKind::Ensemble)
+        {
             return Err(anodet::Error::param(
                 "--grid",
-                "knn reads the network's positions; --grid is for HLAC (gaussian, subspace)",
+                "knn and padim read the network's positions; --grid is for HLAC (gaussian, subspace)",
             ));
         }
         let defaults = KnnParams::default();
@@ -226,6 +234,7 @@ impl ScorerArgs {
         let spec = match self.scorer {
             ScorerKind::Gaussian => ScorerSpec::Gaussian,
             ScorerKind::Knn => ScorerSpec::Knn(knn),
+            ScorerKind::Padim => ScorerSpec::Padim(PadimParams { border: knn.border }),
             ScorerKind::Ensemble => {
                 let members = self
                     .members

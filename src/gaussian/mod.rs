@@ -3,11 +3,13 @@
 
 pub mod ledoit_wolf;
 pub mod levels;
+pub mod positions;
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 
 pub use ledoit_wolf::{Accumulator, ShrunkEstimate};
 pub use levels::MultiLevelGaussian;
+pub use positions::{PositionAccumulator, PositionGaussians};
 
 use crate::error::{Error, Result};
 

@@ -9,8 +9,11 @@
 //!   to level 3's grid and concatenated), fitted on the good training images.
 //! - `knn`: the knn scorer's position scores (distance to the nearest good position in the
 //!   memory bank); a knn run's own bank, or one fitted on a Gaussian run's training images.
-//!   An ensemble run sums its knn members' maps, each standardised as its score is (see
-//!   `pipeline::heatmap`).
+//! - `padim`: the padim scorer's position scores (Mahalanobis distance to the good images'
+//!   Gaussian at that position, on knn's features); a padim run's own, or fitted on another
+//!   run's training images.
+//!   An ensemble run sums its knn and padim members' maps, each standardised as its score is
+//!   (see `pipeline::heatmap`); `--method knn` and `padim` both draw that sum.
 //!
 //! Every map is computed at network resolution, smoothed (Gaussian, σ = 4 px at the input
 //! size) and resized to the image (bilinear).
@@ -25,7 +28,7 @@ use crate::data::image::PreparedImage;
 use crate::error::{Error, Result};
 use crate::features::patches::patch_embedding;
 use crate::gaussian::GaussianModel;
-use crate::scorer::{FittedScorer, KnnModel, SubspaceModel};
+use crate::scorer::{same_position_scorer, FittedScorer, PositionScorer, SubspaceModel};
 
 pub use patch::PatchModel;
 
@@ -37,6 +40,7 @@ pub enum Method {
     Gradient,
     Patch,
     Knn,
+    Padim,
     Subspace,
 }
 
@@ -47,6 +51,7 @@ impl Method {
             Method::Gradient => "gradient",
             Method::Patch => "patch",
             Method::Knn => "knn",
+            Method::Padim => "padim",
             Method::Subspace => "subspace",
         }
     }
@@ -56,8 +61,8 @@ impl Method {
 pub enum ImageScorer {
     /// Summed distances of the pooled levels (Gaussian runs).
     Gaussians(Vec<(u8, TensorGaussian)>),
-    /// The worst interior position's distance to the memory bank (knn runs).
-    Knn(KnnModel),
+    /// The worst interior position's score (knn and padim runs).
+    Positions(Box<dyn PositionScorer>),
     /// The worst cell's residual outside the good cells' subspace (HLAC subspace runs).
     Subspace(SubspaceModel),
 }
@@ -109,8 +114,8 @@ pub enum MapModel {
     /// Gradient of the image score with respect to the input pixels.
     Gradient,
     Patch(PatchModel),
-    /// Position scores against a patch memory bank.
-    Knn(KnnModel),
+    /// Position scores of a knn or padim model.
+    Positions(Box<dyn PositionScorer>),
     /// HLAC cell residuals outside the good cells' subspace.
     Subspace(SubspaceModel),
     /// HLAC: one level's Gaussian applied to the HLAC features of each cell of a grid.
@@ -171,7 +176,7 @@ impl MapModel {
             }
             (_, Backbone::Hlac(_)) => Err(Error::param(
                 "--method",
-                "gradient, patch and knn maps need a CNN backbone; HLAC runs support --method feature",
+                "gradient, patch, knn and padim maps need a CNN backbone; HLAC runs support --method feature",
             )),
             (_, Backbone::Torch(torch_backbone)) => {
                 let input = torch_backbone.batch_tensor(images)?;
@@ -192,8 +197,8 @@ impl MapModel {
         let levels =
             if tracked { backbone.forward_tracked(&leaf)? } else { backbone.forward(&leaf)? };
         let mut total = Tensor::zeros([input.size()[0]], (Kind::Float, input.device()));
-        let mut knn_scores = None;
-        let mut knn_maps = None;
+        let mut position_scores = None;
+        let mut own_maps = None;
         match image_scorer {
             ImageScorer::Gaussians(image_gaussians) => {
                 for (level, gaussian) in image_gaussians {
@@ -205,23 +210,26 @@ impl MapModel {
                         total.f_add(&gaussian.distances(&pooled)?).map_err(torch("image score"))?;
                 }
             }
-            ImageScorer::Knn(_) if tracked => return Err(Error::param(
+            ImageScorer::Positions(_) if tracked => return Err(Error::param(
                 "--method",
-                "gradient maps differentiate a Gaussian run's score; use --method knn for knn runs",
+                "gradient maps differentiate a Gaussian run's score; use --method knn or padim \
+                 for knn and padim runs",
             )),
-            ImageScorer::Knn(knn) => {
-                let (maps, scores) = tch::no_grad(|| knn_position_maps(knn, &levels))?;
-                knn_scores = Some(scores);
-                // A knn run mapped with its own bank: one search gives both.
-                if matches!(self, MapModel::Knn(map_knn) if map_knn.is_shared_with(knn)) {
-                    knn_maps = Some(maps);
+            ImageScorer::Positions(scorer) => {
+                let (maps, scores) = tch::no_grad(|| position_maps(scorer.as_ref(), &levels))?;
+                position_scores = Some(scores);
+                // A run mapped with its own model: one pass gives both.
+                if matches!(self, MapModel::Positions(map)
+                    if same_position_scorer(map.as_ref(), scorer.as_ref()))
+                {
+                    own_maps = Some(maps);
                 }
             }
             ImageScorer::Subspace(_) => {
                 return Err(Error::param("--method", "subspace runs are HLAC runs"))
             }
         }
-        let raw = match (self, knn_maps) {
+        let raw = match (self, own_maps) {
             (_, Some(maps)) => maps,
             (MapModel::Feature { level, gaussian }, None) => tch::no_grad(|| {
                 gaussian.distances(&levels[*level as usize - 1].permute([0, 2, 3, 1]))
@@ -238,12 +246,14 @@ impl MapModel {
                 grad.pow_tensor_scalar(2).sum_dim_intlist(1, false, Kind::Float).sqrt()
             }
             (MapModel::Patch(model), None) => tch::no_grad(|| model.maps_from_levels(&levels))?,
-            (MapModel::Knn(knn), None) => tch::no_grad(|| knn_position_maps(knn, &levels))?.0,
+            (MapModel::Positions(scorer), None) => {
+                tch::no_grad(|| position_maps(scorer.as_ref(), &levels))?.0
+            }
             (MapModel::Cells { .. } | MapModel::Subspace(_), None) => {
                 return Err(Error::param("--method", "cell maps are for the HLAC backbone"))
             }
         };
-        let scores = match knn_scores {
+        let scores = match position_scores {
             Some(scores) => scores,
             None => Vec::<f32>::try_from(total.detach().to_device(Device::Cpu).contiguous())
                 .map_err(torch("image score"))?
@@ -285,18 +295,17 @@ pub fn image_scores(
     Ok(total)
 }
 
-/// Position scores `n × h × w` (CPU) and image scores of a batch under a knn model, from the
-/// batch's nine level maps: the same patch features and scores as the knn scorer's.
-pub fn knn_position_maps(knn: &KnnModel, levels: &[Tensor]) -> Result<(Tensor, Vec<f64>)> {
-    let embedded = patch_embedding(levels, knn.levels())?.to_device(Device::Cpu);
-    let (n, h, w, d) =
-        (embedded.size()[0], embedded.size()[1], embedded.size()[2], embedded.size()[3]);
-    let scores = knn.position_scores(&embedded.view([n * h * w, d]))?.view([n, h, w]);
+/// Position scores `n × h × w` (CPU) and image scores of a batch under a knn or padim model,
+/// from the batch's nine level maps: the same patch features and scores as the scorer's.
+pub fn position_maps(scorer: &dyn PositionScorer, levels: &[Tensor]) -> Result<(Tensor, Vec<f64>)> {
+    let embedded = patch_embedding(levels, scorer.levels())?.to_device(Device::Cpu);
+    let (n, h, w) = (embedded.size()[0], embedded.size()[1], embedded.size()[2]);
+    let scores = scorer.position_maps(&embedded)?;
     let image_scores = (0..n)
         .map(|i| {
             let values = Vec::<f32>::try_from(scores.get(i).contiguous().view(-1))
-                .map_err(torch("knn map"))?;
-            knn.image_score(&values, h as usize, w as usize)
+                .map_err(torch("position map"))?;
+            scorer.image_score(&values, h as usize, w as usize)
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((scores, image_scores))

@@ -29,7 +29,7 @@ use crate::metrics::{best_f1_threshold, roc_auc, roc_curve, Confusion, RocPoint,
 use crate::pipeline::embed::Embedder;
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
-use crate::scorer::{FittedScorer, KnnModel, KnnParams, ScorerSpec};
+use crate::scorer::{FittedScorer, PositionScorer, ScorerSpec};
 use crate::threshold::{scores_over_folds, QuantileThreshold};
 
 /// Version of `metrics.json`.
@@ -209,37 +209,39 @@ pub enum ReviewMaps {
     /// the map level's spatial features where the evaluation's pass kept them (`maps`, aligned
     /// with `features`), else from a second pass.
     Pooled { features: FeatureSet, maps: LevelMaps },
-    /// A knn run's patch features, or an ensemble's members' embeddings: maps are the position
-    /// scores of the knn models that scored each fold (`fold_mappers`, kept in fold order; a
-    /// plain knn run's missing fold is refitted from `params` with the same seed: the same
-    /// bank), an ensemble's members' standardised and summed as their scores were. `inputs`:
+    /// A knn or padim run's patch features, or an ensemble's members' embeddings: maps are the
+    /// position scores of the knn and padim models that scored each fold (`fold_mappers`, kept
+    /// in fold order; a plain run's missing fold is refitted from `spec`, the run's scorer, with
+    /// the same seed: the same model), an ensemble's members' standardised and summed as their
+    /// scores were. `inputs`:
     /// the preprocessing of each part's network (one for a plain run, one per member), whose
     /// input size each member's map is smoothed at, as `heatmap` does.
-    Knn {
-        params: Option<KnnParams>,
+    Positions {
+        spec: Option<ScorerSpec>,
         patches: Embeddings,
         fold_mappers: Vec<Vec<FoldMapper>>,
         inputs: Vec<Preprocess>,
     },
 }
 
-/// A knn model that scored a fold, as the review page draws it.
+/// A knn or padim model that scored a fold, as the review page draws it.
 pub struct FoldMapper {
     /// The ensemble member it is (its index among the members' embeddings); `None`: the run's
-    /// own knn scorer.
+    /// own scorer.
     pub member: Option<usize>,
-    pub model: KnnModel,
+    pub model: Box<dyn PositionScorer>,
     /// The standardisation of its scores in the ensemble ((v − centre) / spread; 0 and 1 for a
-    /// plain knn run).
+    /// plain run).
     pub centre: f64,
     pub spread: f64,
 }
 
 impl FoldMapper {
-    /// The knn models of `fitted` that draw its maps: itself, an ensemble's knn members, or none.
+    /// The models of `fitted` that draw its maps: itself (knn, padim), an ensemble's knn and
+    /// padim members, or none.
     fn of(fitted: &dyn FittedScorer) -> Vec<FoldMapper> {
-        if let Some(knn) = fitted.knn() {
-            return vec![FoldMapper { member: None, model: knn.share(), centre: 0.0, spread: 1.0 }];
+        if let Some(own) = fitted.positions() {
+            return vec![FoldMapper { member: None, model: own.share(), centre: 0.0, spread: 1.0 }];
         }
         let Some(ensemble) = fitted.ensemble() else {
             return Vec::new();
@@ -251,7 +253,7 @@ impl FoldMapper {
             .filter_map(|(index, member)| {
                 Some(FoldMapper {
                     member: Some(index),
-                    model: member.scorer.knn()?.share(),
+                    model: member.scorer.positions()?.share(),
                     centre: member.centre,
                     spread: member.spread,
                 })
@@ -356,8 +358,8 @@ fn run_evaluation(
     let judged_images: Vec<usize> = (fit_samples.len()..paths.len()).collect();
 
     let gaussian = GaussianParams::new();
-    // The review page maps the first run's images with the knn models that scored them.
-    let keep_banks = keep_inputs && params.scorer.maps_by_knn();
+    // The review page maps the first run's images with the knn and padim models that scored them.
+    let keep_banks = keep_inputs && params.scorer.maps_by_positions();
     let mut fold_banks: Vec<Vec<FoldMapper>> = Vec::new();
     let runs = match params.protocol {
         Protocol::Cv => (0..params.repeats)
@@ -412,15 +414,15 @@ fn run_evaluation(
     if !keep_inputs {
         return Ok((report, None));
     }
-    // The review page maps a knn run, and an ensemble with knn members, with their own position
-    // scores; every other run with fold Gaussians of pooled features: the scorer's own
+    // The review page maps a knn or padim run, and an ensemble with such members, with their own
+    // position scores; every other run with fold Gaussians of pooled features: the scorer's own
     // embeddings when it reads those, else the pooled features (a cache hit after a patch pass).
     let maps_from = match (scorer, &params.scorer) {
         (
             Scorer::Embedded { embeddings: patches @ Embeddings::Patches(_), .. },
-            ScorerSpec::Knn(knn),
-        ) => ReviewMaps::Knn {
-            params: Some(knn.clone()),
+            spec @ (ScorerSpec::Knn(_) | ScorerSpec::Padim(_)),
+        ) => ReviewMaps::Positions {
+            spec: Some(spec.clone()),
             patches,
             fold_mappers: fold_banks,
             inputs: vec![embedder.primary().preprocess.clone()],
@@ -428,8 +430,8 @@ fn run_evaluation(
         (
             Scorer::Embedded { embeddings: members @ Embeddings::Members(_), .. },
             ScorerSpec::Ensemble(_),
-        ) if keep_banks => ReviewMaps::Knn {
-            params: None,
+        ) if keep_banks => ReviewMaps::Positions {
+            spec: None,
             patches: members,
             fold_mappers: fold_banks,
             inputs: embedder.part_preprocesses(),

@@ -14,7 +14,7 @@ use crate::data::{Category, Sample};
 use crate::error::{Error, Result};
 use crate::features::OnBadImage;
 use crate::gaussian::GaussianParams;
-use crate::heatmap::patch::PatchAccumulator;
+use crate::gaussian::PositionAccumulator;
 use crate::heatmap::{
     image_scores, smooth, ImageScorer, MapModel, Method, PatchModel, TensorGaussian,
 };
@@ -26,7 +26,7 @@ use crate::pipeline::inspector::{Preparation, PreparedInputs};
 use crate::pipeline::Runtime;
 use crate::progress::Progress;
 use crate::report::atomic;
-use crate::scorer::{KnnModel, KnnParams, ScorerSpec};
+use crate::scorer::{KnnParams, PadimParams, PositionScorer, ScorerSpec};
 use crate::threshold::quantile;
 
 /// The fixed colour scale of a run's maps, from its good training images, so that a good image
@@ -151,7 +151,7 @@ impl Heatmapper {
         )?;
         run.check_backbone(run_dir, &backbone)?;
         let device = backbone.device();
-        let image_scorer = match (run.scorer.gaussians(), run.scorer.knn()) {
+        let image_scorer = match (run.scorer.gaussians(), run.scorer.positions()) {
             _ if run.scorer.subspace().is_some() => ImageScorer::Subspace(
                 run.scorer
                     .subspace()
@@ -167,7 +167,7 @@ impl Heatmapper {
                     .map(|(&l, g)| Ok((l, TensorGaussian::new(g, device)?)))
                     .collect::<Result<Vec<_>>>()?,
             ),
-            (None, Some(knn)) => ImageScorer::Knn(knn.share()),
+            (None, Some(positions)) => ImageScorer::Positions(positions.share()),
             (None, None) => return Err(Error::param("--model", "this run's scorer draws no map")),
         };
         let level = match method {
@@ -182,19 +182,20 @@ impl Heatmapper {
         if method == Method::Subspace && backbone.as_torch().is_some() {
             return Err(Error::param(
                 "--method",
-                "subspace maps are HLAC's; CNN runs have knn and patch",
+                "subspace maps are HLAC's; CNN runs have knn, padim and patch",
             ));
         }
         if !matches!(method, Method::Feature | Method::Subspace) && backbone.as_torch().is_none() {
             return Err(Error::param(
                 "--method",
-                "gradient, patch and knn maps need a CNN backbone; HLAC runs support --method feature",
+                "gradient, patch, knn and padim maps need a CNN backbone; HLAC runs support --method feature",
             ));
         }
-        if method == Method::Gradient && matches!(image_scorer, ImageScorer::Knn(_)) {
+        if method == Method::Gradient && matches!(image_scorer, ImageScorer::Positions(_)) {
             return Err(Error::param(
                 "--method",
-                "gradient maps differentiate a Gaussian run's score; use --method knn for knn runs",
+                "gradient maps differentiate a Gaussian run's score; use --method knn or padim \
+                 for knn and padim runs",
             ));
         }
         if method == Method::Patch && run.meta.preprocess.aspect == Aspect::Keep {
@@ -239,9 +240,11 @@ impl Heatmapper {
                         .0
                 }
             },
-            Method::Knn => match run.scorer.knn() {
-                Some(knn) => MapModel::Knn(knn.share()),
-                None => {
+            Method::Knn | Method::Padim => match run.scorer.positions() {
+                Some(own) if position_method(&own.spec()) == Some(method) => {
+                    MapModel::Positions(own.share())
+                }
+                _ => {
                     fit_map_model(method, level, &run, &backbone, &training()?, runtime, progress)?
                         .0
                 }
@@ -264,9 +267,9 @@ impl Heatmapper {
             .with_scale(run_dir, runtime, progress)
     }
 
-    /// An ensemble run's maps: the sum of its knn members' standardised position scores, each
-    /// member's map drawn by its own network and resized to the image; the image score is the
-    /// ensemble's (its pooled members score without a map).
+    /// An ensemble run's maps: the sum of its knn and padim members' standardised position
+    /// scores, each member's map drawn by its own network and resized to the image; the image
+    /// score is the ensemble's (its pooled members score without a map).
     fn open_ensemble(
         run: RunModel,
         run_dir: &Path,
@@ -274,12 +277,12 @@ impl Heatmapper {
         runtime: &Runtime,
         progress: &dyn Progress,
     ) -> Result<Self> {
-        if method != Method::Knn {
+        if !matches!(method, Method::Knn | Method::Padim) {
             return Err(Error::param(
                 "--method",
                 format!(
-                    "an ensemble run maps with its knn members (--method knn); {} maps need a \
-                     run of one scorer",
+                    "an ensemble run maps with its knn and padim members (--method knn or \
+                     padim); {} maps need a run of one scorer",
                     method.name()
                 ),
             ));
@@ -287,11 +290,11 @@ impl Heatmapper {
         let ensemble = run.scorer.ensemble().ok_or_else(|| {
             Error::input(run_dir.join(crate::model::MODEL_JSON), "not an ensemble run")
         })?;
-        if !ensemble.members().iter().any(|m| m.scorer.knn().is_some()) {
+        if !ensemble.members().iter().any(|m| m.scorer.positions().is_some()) {
             return Err(Error::param(
                 "--method",
-                "this ensemble has no knn member to draw a map; fit a member's scorer alone to \
-                 draw its maps",
+                "this ensemble has no knn or padim member to draw a map; fit a member's scorer \
+                 alone to draw its maps",
             ));
         }
         let (networks, part_networks) = Embedder::for_run(runtime, &run, run_dir)?.into_networks();
@@ -299,8 +302,11 @@ impl Heatmapper {
         for (index, (member, &network)) in ensemble.members().iter().zip(&part_networks).enumerate()
         {
             let device = networks[network].backbone.device();
-            let (model, image_scorer) = match (member.scorer.knn(), member.scorer.gaussians()) {
-                (Some(knn), _) => (Some(MapModel::Knn(knn.share())), ImageScorer::Knn(knn.share())),
+            let (model, image_scorer) = match (member.scorer.positions(), member.scorer.gaussians())
+            {
+                (Some(own), _) => {
+                    (Some(MapModel::Positions(own.share())), ImageScorer::Positions(own.share()))
+                }
                 (None, Some(gaussians)) => {
                     let levels = member.spec.levels.as_slice().iter();
                     let scorers = levels
@@ -514,7 +520,7 @@ impl Heatmapper {
     /// The colour scale from good images the map model has not seen: models fitted on the
     /// even-numbered training images map (up to 32 of) the odd-numbered ones. In-sample maps
     /// would be biased low (markedly so for the per-position patch Gaussians) and make every
-    /// new good image light up. An ensemble's knn members are each refitted so.
+    /// new good image light up. An ensemble's knn and padim members are each refitted so.
     fn measure_scale(
         &self,
         training: &[PathBuf],
@@ -543,22 +549,22 @@ impl Heatmapper {
                     progress,
                 )?,
                 Some((index, _, _)) => {
-                    let knn = self
+                    let own = self
                         .run
                         .scorer
                         .ensemble()
                         .and_then(|e| e.members().get(index))
-                        .and_then(|m| m.scorer.knn())
-                        .ok_or_else(|| Error::numeric("map scale", "a knn member is missing"))?;
-                    let model = fit_knn_map(
+                        .and_then(|m| m.scorer.positions())
+                        .ok_or_else(|| Error::numeric("map scale", "a map member is missing"))?;
+                    let model = fit_position_map(
                         (&opened.backbone, &opened.preprocess),
-                        knn.params(),
-                        knn.levels(),
+                        &own.spec(),
+                        own.levels(),
                         &fitted,
                         runtime,
                         progress,
                     )?;
-                    (MapModel::Knn(model.share()), ImageScorer::Knn(model))
+                    (MapModel::Positions(model.share()), ImageScorer::Positions(model))
                 }
             };
             sources.push(MapSource {
@@ -646,36 +652,56 @@ fn fit_map_model(
             progress,
         )?),
         Method::Subspace => unreachable!("handled above"),
-        Method::Knn => {
-            // A knn run's own settings, else the knn scorer's defaults.
-            let (params, levels) = match run.scorer.knn() {
-                Some(knn) => (knn.params().clone(), knn.levels().clone()),
-                None => {
-                    let params = KnnParams::default();
-                    let levels = ScorerSpec::Knn(params.clone()).default_levels();
-                    (params, levels)
+        Method::Knn | Method::Padim => {
+            // The run's own settings when it has this scorer, else the scorer's defaults.
+            let (spec, levels) = match run.scorer.positions() {
+                Some(own) if position_method(&own.spec()) == Some(method) => {
+                    (own.spec(), own.levels().clone())
+                }
+                _ => {
+                    let spec = match method {
+                        Method::Padim => ScorerSpec::Padim(PadimParams::default()),
+                        _ => ScorerSpec::Knn(KnnParams::default()),
+                    };
+                    let levels = spec.default_levels();
+                    (spec, levels)
                 }
             };
             let network = (backbone, &run.meta.preprocess);
-            MapModel::Knn(fit_knn_map(network, &params, &levels, paths, runtime, progress)?)
+            MapModel::Positions(fit_position_map(
+                network, &spec, &levels, paths, runtime, progress,
+            )?)
         }
     };
     Ok((model, ImageScorer::Gaussians(image_gaussians)))
 }
 
-/// A knn map model with `params` on `levels`, fitted on the good images in `paths` as a
+/// The map method that draws a position scorer's own maps.
+pub fn position_method(spec: &ScorerSpec) -> Option<Method> {
+    match spec {
+        ScorerSpec::Knn(_) => Some(Method::Knn),
+        ScorerSpec::Padim(_) => Some(Method::Padim),
+        _ => None,
+    }
+}
+
+/// A knn or padim map model (`spec`) on `levels`, fitted on the good images in `paths` as a
 /// network (backbone and preprocessing) sees them.
-fn fit_knn_map(
+fn fit_position_map(
     (backbone, preprocess): (&Backbone, &Preprocess),
-    params: &KnnParams,
+    spec: &ScorerSpec,
     levels: &Levels,
     paths: &[PathBuf],
     runtime: &Runtime,
     progress: &dyn Progress,
-) -> Result<KnnModel> {
+) -> Result<Box<dyn PositionScorer>> {
     let extractor = runtime.extractor(backbone, preprocess, levels)?;
     let (patches, _, _) = extractor.extract_patches(paths, levels, OnBadImage::Stop, progress)?;
-    params.fit_patches(&patches)
+    let fitted = spec.scorer()?.fit(&crate::features::Embeddings::Patches(patches))?;
+    fitted
+        .positions()
+        .map(|own| own.share())
+        .ok_or_else(|| Error::numeric("map model", format!("{} draws no map", spec.name())))
 }
 
 /// The category a run was fitted on, found again in the data folder recorded in its fit.json.
@@ -727,7 +753,7 @@ fn fit_patch_model(
             ));
         }
     }
-    let mut accumulator = PatchAccumulator::new();
+    let mut accumulator = PositionAccumulator::new();
     progress.start(training.len() as u64, "fitting patch model");
     let preprocess = &run.meta.preprocess;
     for chunk in training.chunks(batch_size.max(1)) {
@@ -740,7 +766,7 @@ fn fit_patch_model(
         progress.advance(chunk.len() as u64);
     }
     progress.finish();
-    accumulator.finish(backbone.device())
+    Ok(accumulator.finish(backbone.device())?.into())
 }
 
 /// Pixel-level results of one evaluated image.

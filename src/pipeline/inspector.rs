@@ -212,8 +212,9 @@ impl Inspector {
     /// training images and stores it in the run folder; later loads read it back.
     pub fn open_maps(&mut self, runtime: &Runtime, progress: &dyn Progress) -> Result<()> {
         let method = match &self.run.meta.scorer {
-            // An ensemble maps with its knn members (one without any has no map).
+            // An ensemble maps with its knn and padim members (one without any has no map).
             ScorerSpec::Knn(_) | ScorerSpec::Ensemble(_) => Method::Knn,
+            ScorerSpec::Padim(_) => Method::Padim,
             ScorerSpec::Subspace(_) => Method::Subspace,
             _ if self.run.meta.backbone.name == "hlac" => Method::Feature,
             _ => Method::Patch,

@@ -22,7 +22,7 @@ use crate::heatmap::{smooth, ImageScorer, MapModel, Method, TensorGaussian};
 use crate::pipeline::eval::{
     review_map_level, EvalInputs, EvalReport, FoldMapper, Protocol, ReviewMaps, RunMetrics,
 };
-use crate::pipeline::heatmap::{DecodedImage, MapScale, PixelReport};
+use crate::pipeline::heatmap::{position_method, DecodedImage, MapScale, PixelReport};
 use crate::pipeline::tune::TuneReport;
 use crate::progress::Progress;
 use crate::report::atomic::StagingDir;
@@ -30,7 +30,7 @@ use crate::report::eval_page::{self, EvalPictures, OverlayScale};
 use crate::report::html::{self, Block, Column, Figure, ImageRow, ImageTable, Page, Section};
 use crate::report::tune_page::tune_page;
 use crate::report::{clock, overlay, pictures};
-use crate::scorer::{FittedScorer, KnnParams, ScorerSpec};
+use crate::scorer::ScorerSpec;
 use crate::threshold::quantile;
 
 /// The page's file name.
@@ -190,16 +190,16 @@ fn fold_members(
         .collect()
 }
 
-/// Knn maps of the mapped images, each under the knn models of the fold that scored it (kept
-/// from the evaluation in `fold_mappers`; a plain knn run's missing fold is refitted on that
-/// fold's good images with the run's settings and seed: the same bank), from the evaluation's
+/// Position-score maps (knn, padim) of the mapped images, each under the models of the fold that
+/// scored it (kept from the evaluation in `fold_mappers`; a plain run's missing fold is refitted
+/// on that fold's good images with the run's settings and seed: the same model), from the evaluation's
 /// patch features, each model's map smoothed at its network's input size and resized to the
 /// image like `heatmap`'s maps; an ensemble's members' maps standardised as their scores were
 /// and summed (as `heatmap` draws an ensemble's map).
-pub fn knn_fold_maps(
+pub fn position_fold_maps(
     report: &EvalReport,
     run: &RunMetrics,
-    (params, fold_mappers): (Option<&KnnParams>, &[Vec<FoldMapper>]),
+    (spec, fold_mappers): (Option<&ScorerSpec>, &[Vec<FoldMapper>]),
     (embeddings, inputs): (&Embeddings, &[Preprocess]),
     mapped: &BTreeSet<usize>,
     decoded: &HashMap<usize, DecodedImage>,
@@ -217,10 +217,14 @@ pub fn knn_fold_maps(
             continue;
         }
         let refitted;
-        let mappers = match (fold_mappers.get(fold), params) {
+        let mappers = match (fold_mappers.get(fold), spec) {
             (Some(mappers), _) => mappers.as_slice(),
-            (None, Some(params)) => {
-                let model = params.fit_patches(embeddings.select(&rows).patches()?)?;
+            (None, Some(spec)) => {
+                let fitted = spec.scorer()?.fit(&embeddings.select(&rows))?;
+                let model = fitted
+                    .positions()
+                    .ok_or_else(|| Error::numeric("review", "the run's scorer draws no map"))?
+                    .share();
                 refitted = [FoldMapper { member: None, model, centre: 0.0, spread: 1.0 }];
                 &refitted[..]
             }
@@ -229,7 +233,7 @@ pub fn knn_fold_maps(
             }
         };
         if mappers.is_empty() {
-            return Err(Error::numeric("review", "no knn model draws this run's maps"));
+            return Err(Error::numeric("review", "no knn or padim model draws this run's maps"));
         }
         let rows: Vec<usize> = members.iter().map(|&i| offset + i).collect();
         let selected = embeddings.select(&rows);
@@ -246,11 +250,11 @@ pub fn knn_fold_maps(
                 Some(member) => (&selected.members()?[member], inputs.get(member)),
             };
             let preprocess = preprocess
-                .ok_or_else(|| Error::numeric("review", "a knn model without its network"))?;
+                .ok_or_else(|| Error::numeric("review", "a map model without its network"))?;
             let position_maps = mapper
                 .model
                 .maps(part)?
-                .ok_or_else(|| Error::numeric("review", "the knn model gave no maps"))?;
+                .ok_or_else(|| Error::numeric("review", "the map model gave no maps"))?;
             for ((&i, position), total) in members.iter().zip(position_maps).zip(&mut totals) {
                 let image = &decoded[&i].image;
                 let (w, h) = (image.width(), image.height());
@@ -395,21 +399,21 @@ pub fn write_eval_review(
         // Maps, each by the model of the fold that scored the image.
         let level = map_level(report)?;
         let (maps, method, map_level, described) = match &inputs.maps_from {
-            ReviewMaps::Knn { params, patches, fold_mappers, inputs: preprocesses } => (
-                knn_fold_maps(
+            ReviewMaps::Positions { spec, patches, fold_mappers, inputs: preprocesses } => (
+                position_fold_maps(
                     report,
                     run,
-                    (params.as_ref(), fold_mappers),
+                    (spec.as_ref(), fold_mappers),
                     (patches, preprocesses),
                     &mapped,
                     &decoded,
                     progress,
                 )?,
-                Method::Knn,
+                spec.as_ref().and_then(position_method).unwrap_or(Method::Knn),
                 None,
-                match params {
-                    Some(_) => format!("knn position scores (levels {})", report.levels),
-                    None => "the ensemble's map: its knn members' position scores, each standardised as its score is, summed".to_string(),
+                match spec {
+                    Some(spec) => format!("{} position scores (levels {})", spec.name(), report.levels),
+                    None => "the ensemble's map: its knn and padim members' position scores, each standardised as its score is, summed".to_string(),
                 },
             ),
             ReviewMaps::Pooled { features, maps: kept } => {
@@ -445,9 +449,9 @@ pub fn write_eval_review(
                 let described = if report.backbone == "hlac" {
                     format!("HLAC cell map (16×16 cells), level {level}")
                 } else if matches!(report.scorer, ScorerSpec::Ensemble(_)) {
-                    // An ensemble without a knn member draws no map of its own.
+                    // An ensemble without a knn or padim member draws no map of its own.
                     format!(
-                        "feature map, level {level} of {} under a Gaussian fitted on the fold's good images (the ensemble has no knn member to draw its own map)",
+                        "feature map, level {level} of {} under a Gaussian fitted on the fold's good images (the ensemble has no knn or padim member to draw its own map)",
                         report.backbone
                     )
                 } else {

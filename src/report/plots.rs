@@ -153,6 +153,9 @@ fn score_axis(report: &EvalReport) -> &'static str {
     match report.scorer {
         ScorerSpec::Gaussian => "anomaly score (summed Mahalanobis distance, out-of-fold)",
         ScorerSpec::Knn(_) => "anomaly score (patch distance to the memory bank, out-of-fold)",
+        ScorerSpec::Padim(_) => {
+            "anomaly score (worst position's Mahalanobis distance, out-of-fold)"
+        }
         ScorerSpec::Subspace(_) => {
             "anomaly score (residual outside the good subspace, out-of-fold)"
         }

@@ -24,7 +24,8 @@ pub struct MemberSpec {
 
 impl MemberSpec {
     /// `SCORER[:LEVELS][@BACKBONE]`, e.g. `knn`, `gaussian:6-8`, `knn:6,7@efficientnet_lite1`;
-    /// knn members take `knn` as their settings, the backbone defaults to `backbone`.
+    /// knn members take `knn` as their settings (padim members its border), the backbone
+    /// defaults to `backbone`.
     pub fn parse(text: &str, knn: &super::KnnParams, backbone: &str) -> Result<MemberSpec> {
         let bad = |why: &str| {
             Error::param("--member", format!("'{text}': {why} (form: SCORER[:LEVELS][@BACKBONE])"))
@@ -41,9 +42,12 @@ impl MemberSpec {
         let scorer = match name {
             "gaussian" => ScorerSpec::Gaussian,
             "knn" => ScorerSpec::Knn(knn.clone()),
+            "padim" => ScorerSpec::Padim(super::PadimParams { border: knn.border }),
             "" => return Err(bad("no scorer")),
             other => {
-                return Err(bad(&format!("unknown scorer {other}; members are gaussian or knn")))
+                return Err(bad(&format!(
+                    "unknown scorer {other}; members are gaussian, knn or padim"
+                )))
             }
         };
         let levels = match levels {

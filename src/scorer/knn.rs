@@ -9,7 +9,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::nearest::{search_precision, subset_coresets, SearchBank};
 use super::{
-    other_fit, Embeddings, FittedScorer, PositionMap, Scorer, ScorerSpec, StoredTensor, TensorData,
+    other_fit, Embeddings, FittedScorer, PositionMap, PositionScorer, Scorer, ScorerSpec,
+    StoredTensor, TensorData,
 };
 use crate::backbone::Levels;
 use crate::error::{Error, Result};
@@ -77,7 +78,7 @@ impl KnnParams {
 }
 
 /// The rows and columns kept inside `border` rings of an `h × w` grid.
-fn interior(
+pub(super) fn interior(
     h: usize,
     w: usize,
     border: usize,
@@ -86,7 +87,7 @@ fn interior(
 }
 
 /// [`interior`], or the `--border` error when the rings leave no positions.
-fn interior_or_error(
+pub(super) fn interior_or_error(
     h: usize,
     w: usize,
     border: usize,
@@ -395,6 +396,36 @@ impl FittedScorer for KnnModel {
 
     fn knn(&self) -> Option<&KnnModel> {
         Some(self)
+    }
+
+    fn positions(&self) -> Option<&dyn PositionScorer> {
+        Some(self)
+    }
+}
+
+impl PositionScorer for KnnModel {
+    fn levels(&self) -> &Levels {
+        &self.levels
+    }
+
+    fn position_maps(&self, features: &Tensor) -> Result<Tensor> {
+        let size = features.size();
+        let [n, h, w, d] = size[..] else {
+            return Err(Error::numeric("knn map", "patch features are not n × h × w × dims"));
+        };
+        Ok(self.position_scores(&features.view([n * h * w, d]))?.view([n, h, w]))
+    }
+
+    fn image_score(&self, scores: &[f32], h: usize, w: usize) -> Result<f64> {
+        KnnModel::image_score(self, scores, h, w)
+    }
+
+    fn share(&self) -> Box<dyn PositionScorer> {
+        Box::new(KnnModel::share(self))
+    }
+
+    fn storage(&self) -> usize {
+        self.bank.rows().data_ptr() as usize
     }
 }
 

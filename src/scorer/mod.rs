@@ -11,6 +11,8 @@
 //! - [`knn`]: patch memory (PatchCore-style) on deep levels: every position of every good
 //!   image in a memory bank (optionally a greedy coreset of it), score = the largest distance of
 //!   an image position to its nearest bank entry.
+//! - [`padim`]: a Gaussian per grid position (PaDiM) on the same patch features as knn; score =
+//!   the largest Mahalanobis distance of a position to its own position's Gaussian.
 //! - [`ensemble`]: members of their own backbone, levels and scorer; each member's score
 //!   standardised by its cross-fitted good-image scores, then summed.
 //! - [`subspace`]: HLAC's classic subspace method on grid cells: the residual of a cell outside
@@ -20,9 +22,11 @@ pub mod ensemble;
 pub mod gaussian;
 pub mod knn;
 pub mod nearest;
+pub mod padim;
 pub mod subspace;
 
 use ndarray::Array1;
+use tch::Tensor;
 
 use crate::backbone::Levels;
 use crate::error::Result;
@@ -33,6 +37,7 @@ use crate::threshold::scores_over_folds;
 pub use ensemble::{EnsembleModel, EnsembleParams, MemberSpec, TensorReaders};
 pub use gaussian::GaussianScorer;
 pub use knn::{KnnModel, KnnParams};
+pub use padim::{PadimModel, PadimParams};
 pub use subspace::{SubspaceModel, SubspaceParams};
 
 /// A scorer's settings as stored in `model.json` (runs made before scorers existed have none
@@ -43,29 +48,33 @@ pub enum ScorerSpec {
     #[default]
     Gaussian,
     Knn(KnnParams),
+    Padim(PadimParams),
     Subspace(SubspaceParams),
     Ensemble(EnsembleParams),
 }
 
 impl ScorerSpec {
-    /// Whether one fit serves both settings: knn settings that differ only in `border` (which
-    /// changes how position scores become an image score, not the memory bank).
+    /// Whether one fit serves both settings: knn (or padim) settings that differ only in
+    /// `border` (which changes how position scores become an image score, not the fit).
     pub fn shares_fit(&self, other: &ScorerSpec) -> bool {
         match (self, other) {
             (ScorerSpec::Knn(a), ScorerSpec::Knn(b)) => a.coreset == b.coreset && a.seed == b.seed,
+            (ScorerSpec::Padim(_), ScorerSpec::Padim(_)) => true,
             (a, b) => a == b,
         }
     }
 
-    /// Whether its maps are knn position scores: a knn scorer's own, or an ensemble's with a
-    /// knn member.
-    pub fn maps_by_knn(&self) -> bool {
+    /// Whether it scores every position of the patch features (knn, padim).
+    pub fn scores_positions(&self) -> bool {
+        matches!(self, ScorerSpec::Knn(_) | ScorerSpec::Padim(_))
+    }
+
+    /// Whether its maps are position scores: a knn or padim scorer's own, or an ensemble's with
+    /// such a member.
+    pub fn maps_by_positions(&self) -> bool {
         match self {
-            ScorerSpec::Knn(_) => true,
-            ScorerSpec::Ensemble(p) => {
-                p.members.iter().any(|m| matches!(m.scorer, ScorerSpec::Knn(_)))
-            }
-            _ => false,
+            ScorerSpec::Ensemble(p) => p.members.iter().any(|m| m.scorer.scores_positions()),
+            other => other.scores_positions(),
         }
     }
 
@@ -74,6 +83,7 @@ impl ScorerSpec {
         match self {
             ScorerSpec::Gaussian => "gaussian",
             ScorerSpec::Knn(_) => "knn",
+            ScorerSpec::Padim(_) => "padim",
             ScorerSpec::Subspace(_) => "subspace",
             ScorerSpec::Ensemble(_) => "ensemble",
         }
@@ -87,6 +97,7 @@ impl ScorerSpec {
                 params.check()?;
                 Box::new(params.clone())
             }
+            ScorerSpec::Padim(params) => Box::new(params.clone()),
             ScorerSpec::Subspace(params) => {
                 params.check()?;
                 Box::new(params.clone())
@@ -102,7 +113,7 @@ impl ScorerSpec {
     pub fn embedding(&self) -> EmbeddingKind {
         match self {
             ScorerSpec::Gaussian => EmbeddingKind::Pooled,
-            ScorerSpec::Knn(_) => EmbeddingKind::Patches,
+            ScorerSpec::Knn(_) | ScorerSpec::Padim(_) => EmbeddingKind::Patches,
             ScorerSpec::Subspace(p) => EmbeddingKind::Cells { grid: p.grid },
             ScorerSpec::Ensemble(_) => EmbeddingKind::Members,
         }
@@ -114,7 +125,8 @@ impl ScorerSpec {
     pub fn default_levels(&self) -> Levels {
         match self {
             ScorerSpec::Gaussian => Levels::new(vec![7]),
-            ScorerSpec::Knn(_) => Levels::new(vec![6, 7]),
+            // PaDiM reads knn's features (and shares its feature cache).
+            ScorerSpec::Knn(_) | ScorerSpec::Padim(_) => Levels::new(vec![6, 7]),
             // HLAC's levels (the subspace method is HLAC's).
             ScorerSpec::Subspace(_) => Levels::new((1..=9).collect()),
             // Members carry their own levels; the run records the first member's.
@@ -145,6 +157,12 @@ impl ScorerSpec {
                 } else {
                     format!("greedy k-center coreset of {}% of them", p.coreset * 100.0)
                 }
+            ),
+            ScorerSpec::Padim(p) => format!(
+                "largest Mahalanobis distance of an image position (the knn scorer's features) \
+                 to the Ledoit-Wolf Gaussian of the good images' features at that position (the \
+                 outer {} ring(s) ignored)",
+                p.border
             ),
             ScorerSpec::Subspace(p) => format!(
                 "largest residual norm, outside the principal subspace of good cells ({}% of \
@@ -228,6 +246,30 @@ pub struct PositionMap {
     pub values: Vec<f32>,
 }
 
+/// A fitted scorer that scores every position of an image's patch features (knn, padim): the
+/// seam `heatmap`, the review page and `serve` draw maps through.
+pub trait PositionScorer: FittedScorer {
+    /// The levels its patch features concatenate.
+    fn levels(&self) -> &Levels;
+
+    /// Position scores `n × h × w` of patch features `n × h × w × dims` (CPU).
+    fn position_maps(&self, features: &Tensor) -> Result<Tensor>;
+
+    /// An image's score from its position scores on an `h × w` grid.
+    fn image_score(&self, scores: &[f32], h: usize, w: usize) -> Result<f64>;
+
+    /// The same model, sharing its tensors.
+    fn share(&self) -> Box<dyn PositionScorer>;
+
+    /// Where its tensors live: equal for a model and its [`share`](Self::share)s.
+    fn storage(&self) -> usize;
+}
+
+/// Whether `a` is `b` or a share of it (same settings, same tensors).
+pub fn same_position_scorer(a: &dyn PositionScorer, b: &dyn PositionScorer) -> bool {
+    a.storage() == b.storage() && a.spec() == b.spec()
+}
+
 /// A fitted scorer.
 pub trait FittedScorer: Send {
     fn spec(&self) -> ScorerSpec;
@@ -268,6 +310,16 @@ pub trait FittedScorer: Send {
         None
     }
 
+    /// The per-position Gaussians, for the PaDiM scorer.
+    fn padim(&self) -> Option<&PadimModel> {
+        None
+    }
+
+    /// Its position scores, for scorers that score every position (knn, padim).
+    fn positions(&self) -> Option<&dyn PositionScorer> {
+        None
+    }
+
     /// The members, for an ensemble.
     fn ensemble(&self) -> Option<&EnsembleModel> {
         None
@@ -298,6 +350,7 @@ pub fn load_fitted(
     Ok(match spec {
         ScorerSpec::Gaussian => Box::new(gaussian::load(levels, gaussian_facts, read.f64_shaped)?),
         ScorerSpec::Knn(params) => Box::new(knn::load(params, levels, read.f32_any)?),
+        ScorerSpec::Padim(params) => Box::new(padim::load(params, levels, read.f32_any)?),
         ScorerSpec::Subspace(params) => Box::new(subspace::load(params, levels, read.f64_any)?),
         ScorerSpec::Ensemble(params) => Box::new(ensemble::load(params, read)?),
     })
