@@ -22,6 +22,9 @@ pub(super) enum FeatureShape {
     Pooled { widths: Vec<usize> },
     /// Patch features: positions per image (a mean, for kept aspects) and values per position.
     Patches { rows_per_image: f64, dim: usize, coreset: f64 },
+    /// Patch features modelled by a Gaussian per position (padim): positions per image and
+    /// values per position.
+    Positions { positions: f64, dim: usize },
 }
 
 impl FeatureShape {
@@ -54,6 +57,11 @@ impl FeatureShape {
                 };
                 projection + selection
             }
+            // The per-position covariance sums, and a Cholesky factor and inverse per position.
+            FeatureShape::Positions { positions, dim } => {
+                let d = *dim as f64;
+                positions * (good * d * d + d * d * d)
+            }
         }
     }
 
@@ -68,6 +76,7 @@ impl FeatureShape {
                 let bank = (rows_per_image * good * coreset.min(1.0)).ceil();
                 rows_per_image * scored * bank * *dim as f64
             }
+            FeatureShape::Positions { positions, dim } => positions * scored * (dim * dim) as f64,
         }
     }
 }

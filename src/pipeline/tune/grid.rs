@@ -88,6 +88,10 @@ impl TryFrom<RawEntry> for Entry {
             }
             "gaussian" => ScorerSpec::Gaussian,
             "knn" => ScorerSpec::Knn(knn),
+            "padim" if raw.coreset.is_some() => {
+                return Err("coreset: applies to scorer \"knn\" or \"ensemble\" only".into());
+            }
+            "padim" => ScorerSpec::Padim(crate::scorer::PadimParams { border: knn.border }),
             "ensemble" => {
                 if raw.levels.is_some() {
                     return Err("levels: an ensemble's members carry their own \
@@ -118,7 +122,9 @@ impl TryFrom<RawEntry> for Entry {
                 ScorerSpec::Ensemble(params)
             }
             other => {
-                return Err(format!("scorer: '{other}' is not one of gaussian, knn, ensemble"))
+                return Err(format!(
+                    "scorer: '{other}' is not one of gaussian, knn, padim, ensemble"
+                ))
             }
         };
         let aspect = match raw.aspect.as_deref().unwrap_or("squash") {

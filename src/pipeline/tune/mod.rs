@@ -41,7 +41,7 @@ use crate::pipeline::eval::{
 };
 use crate::pipeline::Runtime;
 use crate::progress::{Progress, Silent};
-use crate::scorer::{KnnParams, ScorerSpec};
+use crate::scorer::{KnnParams, PadimParams, ScorerSpec};
 
 /// Version of `tune.json`.
 pub const TUNE_FORMAT_VERSION: u32 = 1;
@@ -98,6 +98,12 @@ impl Candidate {
             ScorerSpec::Knn(p) => {
                 format!("{} L{} {} {size} {aspect}", self.backbone, self.levels, knn(p))
             }
+            ScorerSpec::Padim(p) => {
+                format!(
+                    "{} L{} padim(border {}) {size} {aspect}",
+                    self.backbone, self.levels, p.border
+                )
+            }
             other => format!("{} L{} {} {size} {aspect}", self.backbone, self.levels, other.name()),
         }
     }
@@ -127,8 +133,9 @@ impl Candidate {
             "--scorer".into(),
             self.scorer.name().into(),
         ];
-        let knn = match &self.scorer {
-            ScorerSpec::Knn(p) => Some(p),
+        // `--coreset` sets knn and every knn member, `--border` also padim and its members (grid
+        // files give an ensemble's members one set).
+        let scorers: Vec<&ScorerSpec> = match &self.scorer {
             ScorerSpec::Ensemble(params) => {
                 for member in &params.members {
                     flags.extend([
@@ -136,17 +143,22 @@ impl Candidate {
                         format!("{}:{}@{}", member.scorer.name(), member.levels, member.backbone),
                     ]);
                 }
-                // `--coreset`/`--border` set every knn member (grid files give them one set).
-                params.members.iter().find_map(|m| match &m.scorer {
-                    ScorerSpec::Knn(p) => Some(p),
-                    _ => None,
-                })
+                params.members.iter().map(|m| &m.scorer).collect()
             }
-            _ => None,
+            own => vec![own],
         };
-        if let Some(p) = knn {
+        if let Some(p) = scorers.iter().find_map(|s| match s {
+            ScorerSpec::Knn(p) => Some(p),
+            _ => None,
+        }) {
             flags.extend(["--coreset".into(), p.coreset.to_string()]);
-            flags.extend(["--border".into(), p.border.to_string()]);
+        }
+        if let Some(border) = scorers.iter().find_map(|s| match s {
+            ScorerSpec::Knn(p) => Some(p.border),
+            ScorerSpec::Padim(p) => Some(p.border),
+            _ => None,
+        }) {
+            flags.extend(["--border".into(), border.to_string()]);
         }
         if let Some(size) = self.size {
             flags.extend(["--size".into(), size.to_string()]);
@@ -169,7 +181,9 @@ pub const LARGER_INPUT_MAX_RATIO: f64 = 1.5;
 /// The default grid: for each installed backbone of [`DEFAULT_BACKBONES`] and each aspect
 /// (`keep` only where the images are not square), the Gaussian on levels 7, 6-8 and 5-9, and knn
 /// on levels 6,7 (its default; wider knn levels multiply the bank's width, level 9 alone adds
-/// 1280 values a position) with coreset 0.1 and border 1 or 0. Where no `size` is given and the
+/// 1280 values a position) with coreset 0.1 and border 1 or 0, and with squashed input padim on
+/// levels 6,7 with border 1 (a Gaussian per position: cheap, and it won on aligned parts; see
+/// the README). Where no `size` is given and the
 /// images' median short side (`short_side`) is at least [`LARGER_INPUT_MIN_RATIO`] times the
 /// backbone's input side, also knn border 1 at a larger input (see [`larger_input`]): knn scores
 /// single positions, so finer positions can show small defects, while the pooled Gaussian
@@ -215,6 +229,11 @@ pub fn default_grid(
             for border in [1, 0] {
                 let knn = KnnParams { coreset: 0.1, border, seed: 0 };
                 candidates.push(candidate(levels(&[6, 7]), size, ScorerSpec::Knn(knn)));
+            }
+            // One Gaussian per position needs one grid: squashed input only.
+            if aspect == Aspect::Squash {
+                let padim = PadimParams::default();
+                candidates.push(candidate(levels(&[6, 7]), size, ScorerSpec::Padim(padim)));
             }
             if let Some(larger) = larger {
                 let knn = KnnParams { coreset: 0.1, border: 1, seed: 0 };
@@ -1204,12 +1223,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("efficientnet_lite0.pt"), b"").unwrap();
         let (square, notes) = default_grid(dir.path(), true, None, None);
-        assert_eq!(square.len(), 5);
+        assert_eq!(square.len(), 6);
+        assert_eq!(square.iter().filter(|c| matches!(c.scorer, ScorerSpec::Padim(_))).count(), 1);
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(notes[0].contains("efficientnet_lite1"));
         let (strips, _) = default_grid(dir.path(), false, None, None);
-        assert_eq!(strips.len(), 10);
+        assert_eq!(strips.len(), 11, "padim with squashed input only");
         assert!(strips.iter().any(|c| c.aspect == Aspect::Keep));
+        assert!(strips
+            .iter()
+            .all(|c| !matches!(c.scorer, ScorerSpec::Padim(_)) || c.aspect == Aspect::Squash));
         assert!(check_backbones(&strips, dir.path(), "grid").is_ok());
         let mut missing = strips[0].clone();
         missing.backbone = "efficientnet_lite2".into();
@@ -1237,9 +1260,9 @@ mod tests {
             std::fs::copy(models.join(&name), dir.path().join(&name)).unwrap();
         }
         let (small, _) = default_grid(dir.path(), true, None, Some(256));
-        assert_eq!(small.len(), 5);
+        assert_eq!(small.len(), 6);
         let (large, _) = default_grid(dir.path(), false, None, Some(300));
-        assert_eq!(large.len(), 12, "one larger knn candidate per aspect");
+        assert_eq!(large.len(), 13, "one larger knn candidate per aspect");
         let extra: Vec<&Candidate> = large.iter().filter(|c| c.size.is_some()).collect();
         assert_eq!(extra.len(), 2);
         for candidate in extra {
@@ -1248,7 +1271,7 @@ mod tests {
         }
         // A size given by the user fixes every candidate's: no larger one.
         let fixed = Some(InputSize { width: 256, height: 256 });
-        assert_eq!(default_grid(dir.path(), true, fixed, Some(900)).0.len(), 5);
+        assert_eq!(default_grid(dir.path(), true, fixed, Some(900)).0.len(), 6);
     }
 
     #[test]

@@ -32,6 +32,9 @@ use crate::scorer::ScorerSpec;
 const KNN_PROBE_FIT_ROWS: usize = 65_536;
 /// At most this many rows for the knn probe to score.
 const KNN_PROBE_SCORED_ROWS: usize = 8_192;
+/// At most this many images for the padim probe to fit on (its per-position inverses cost as
+/// much at any image count).
+const PADIM_PROBE_IMAGES: usize = 64;
 /// At most this many images for the Gaussian probe to fit on and score.
 const GAUSSIAN_PROBE_IMAGES: usize = 256;
 
@@ -224,6 +227,9 @@ fn shape_of(lead: &Candidate, sample: &PassSample) -> Result<(FeatureShape, (usi
         (ScorerSpec::Knn(params), Some((rows_per_image, dim, grid))) => {
             Ok((FeatureShape::Patches { rows_per_image, dim, coreset: params.coreset }, grid))
         }
+        (ScorerSpec::Padim(_), Some((_, dim, grid))) => {
+            Ok((FeatureShape::Positions { positions: (grid.0 * grid.1) as f64, dim }, grid))
+        }
         (_, None) => {
             let widths = lead
                 .levels
@@ -264,7 +270,7 @@ fn probe_scorer(
             let images = GAUSSIAN_PROBE_IMAGES.min(largest_fit);
             (set(images, &mut rng)?, set(images, &mut rng)?, images as f64, images as f64)
         }
-        FeatureShape::Patches { dim, .. } => {
+        FeatureShape::Patches { dim, .. } | FeatureShape::Positions { dim, .. } => {
             let per_image = (grid.0 * grid.1).max(1);
             let set = |rows: usize, rng: &mut Rng| -> Result<(Embeddings, usize)> {
                 let images = rows.div_ceil(per_image);
@@ -276,7 +282,10 @@ fn probe_scorer(
                 }
                 Ok((Embeddings::Patches(patches), images))
             };
-            let fit_rows = KNN_PROBE_FIT_ROWS.min(largest_fit * per_image);
+            let fit_rows = match shape {
+                FeatureShape::Positions { .. } => largest_fit.min(PADIM_PROBE_IMAGES) * per_image,
+                _ => KNN_PROBE_FIT_ROWS.min(largest_fit * per_image),
+            };
             let (fitted_on, fit_images) = set(fit_rows, &mut rng)?;
             let (scored, scored_images) = set(KNN_PROBE_SCORED_ROWS.min(fit_rows), &mut rng)?;
             (fitted_on, scored, fit_images as f64, scored_images as f64)
@@ -289,7 +298,7 @@ fn probe_scorer(
             dim: *dim,
             coreset: *coreset,
         },
-        pooled => pooled.clone(),
+        other => other.clone(),
     };
     let started = Instant::now();
     let fitted = scorer.scorer()?.fit(&fitted_on)?;
