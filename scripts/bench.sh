@@ -8,6 +8,8 @@
 #   (k) the same end to end with `--scorer knn --coreset 0.1` (patch memory), and its parts:
 #       `anodet fit` time on train/good, `anodet score` ms per test image (the run loaded once),
 #       and the memory bank's size on disk;
+#   (p) the same for `--scorer padim` (a Gaussian per position on knn's features): end to end,
+#       fit, score and the run's model size;
 #   peak RSS of `anodet fit` at 100 and at 1000 training images (generated, 256 px).
 # Then scripts/bench_decode.sh (decode/resize vs forward per set, camera-size sets; DECODE=0 skips).
 # Usage: scripts/bench.sh [DATA_DIR] [CATEGORY]   (default ../shared/data mvtec-bottle)
@@ -67,6 +69,17 @@ $bin score --model "$work/knn-run" $(find "$data/$category/test" -type f) > /dev
 k_ms=$(calc "1000 * ($(now) - $start) / $tests")
 bank_mb=$(calc "$(stat -c %s "$work/knn-run/model.safetensors") / 1048576")
 
+start=$(now)
+$bin eval --data "$data" --category "$category" --protocol mvtec --no-cache --scorer padim --no-report --out "$work/padim" > "$work/padim.txt"
+p=$(calc "$images / ($(now) - $start)")
+start=$(now)
+$bin fit --data "$data" --category "$category" --no-cache --scorer padim --out "$work/padim-run" > /dev/null
+p_fit=$(calc "$(now) - $start")
+start=$(now)
+$bin score --model "$work/padim-run" $(find "$data/$category/test" -type f) > /dev/null || [ $? -eq 1 ]
+p_ms=$(calc "1000 * ($(now) - $start) / $tests")
+padim_mb=$(calc "$(stat -c %s "$work/padim-run/model.safetensors") / 1048576")
+
 rss() {  # peak resident memory (MiB) of `anodet fit` on N generated training images
     $bin synth --data "$work/data" --category "n$1" --train-good "$1" --test-good 1 --per-defect 1 > /dev/null
     $py -c '
@@ -80,6 +93,7 @@ rss1000=$(rss 1000)
 
 grep -E "image AUC" "$work/anodet.txt" | sed 's/^/anodet    /'
 grep -E "image AUC" "$work/knn.txt" | sed 's/^/anodet knn /'
+grep -E "image AUC" "$work/padim.txt" | sed 's/^/anodet padim /'
 $py -c 'import json,sys; r=json.load(open(sys.argv[1])); print("reference image AUC", round(r["auc"], 4))' "$work/reference.json"
 printf '%s: %s images (train/good + test), %s cores, anodet path: %s\n' "$category" "$images" "$(nproc)" "$precision"
 printf '(a) forward only, batch 16:        %7.1f img/s\n' "$a"
@@ -89,6 +103,8 @@ printf '(b)/(c) = %.2f   (target >= 2.5)\n' "$(calc "$b / $c")"
 printf '(b)/(a) = %.2f   (target >= 0.85)\n' "$(calc "$b / $a")"
 printf '(k) knn (coreset 0.1) end to end: %7.1f img/s   (k)/(c) = %.2f (target >= 2.5)\n' "$k" "$(calc "$k / $c")"
 printf '    knn fit on train/good %.1f s, score %.1f ms/image (process start and load included), bank %.1f MB\n' "$k_fit" "$k_ms" "$bank_mb"
+printf '(p) padim end to end:              %7.1f img/s   (p)/(c) = %.2f\n' "$p" "$(calc "$p / $c")"
+printf '    padim fit on train/good %.1f s, score %.1f ms/image (process start and load included), model %.1f MB\n' "$p_fit" "$p_ms" "$padim_mb"
 printf 'peak RSS of fit: %.0f MiB at 100 images, %.0f MiB at 1000 images (ratio %.2f)\n' "$rss100" "$rss1000" "$(calc "$rss1000 / $rss100")"
 
 # The front end at camera resolution (decode + resize vs forward, per set): scripts/bench_decode.sh.

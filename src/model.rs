@@ -144,6 +144,12 @@ impl RunModel {
                 return Err(mismatch("the memory bank".into(), knn.dim(), width));
             }
         }
+        if let Some(padim) = self.scorer.padim() {
+            let width = crate::features::patches::patch_dim(channels, &self.meta.levels);
+            if padim.dim() != width {
+                return Err(mismatch("the per-position Gaussians".into(), padim.dim(), width));
+            }
+        }
         Ok(())
     }
 }

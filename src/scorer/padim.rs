@@ -121,11 +121,9 @@ impl PadimModel {
         (h as usize, w as usize)
     }
 
-    /// Bytes the Gaussians hold (float32 means and precisions).
-    pub fn model_bytes(&self) -> usize {
-        let (h, w) = self.grid();
-        let d = self.gaussians.dim() as usize;
-        h * w * (d + d * d) * 4
+    /// Values per position.
+    pub fn dim(&self) -> usize {
+        self.gaussians.dim() as usize
     }
 
     /// The same model, sharing its tensors.
