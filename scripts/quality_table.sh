@@ -3,12 +3,12 @@
 #   scripts/quality_table.sh DATA_DIR CATEGORY...
 # Per category and setting: 3-fold CV image AUROC and honest F1 at seed 0, and with REPEATS > 1
 # the mean over that many seeds. Settings: gaussian L7, gaussian L6-8, knn (L6+7, coreset 0.1,
-# border 1), an ensemble (gaussian L6-8 + knn L6+7), hlac-gaussian, hlac-subspace. With TUNE=1
+# border 1), padim (L6+7, border 1), an ensemble (gaussian L6-8 + knn L6+7), hlac-gaussian, hlac-subspace. With TUNE=1
 # also `anodet tune` (default grid) with the real defects and with synthetic defects only, and
 # whether the two choose alike. Rows are markdown, on stdout; logs under $WORK (default a temp dir).
 # Env: ANODET (binary; default anodet on PATH, else target/release/anodet), FLAGS (extra flags
 # for every run, e.g. "--device cuda --models DIR"), REPEATS (default 1), TUNE (default 1),
-# SETTINGS (space-separated subset of: g7 g68 knn ens hlacg hlacs, or none; default all),
+# SETTINGS (space-separated subset of: g7 g68 knn padim ens hlacg hlacs, or none; default all),
 # TUNE_MODES (default "real synthetic"), GRID (a --grid file for tune; default its default grid).
 set -euo pipefail
 data=${1:?usage: scripts/quality_table.sh DATA_DIR CATEGORY...}
@@ -19,7 +19,7 @@ ANODET=${ANODET:-$(command -v anodet || echo "$here/target/release/anodet")}
 read -r -a flags <<< "${FLAGS:-}"
 REPEATS=${REPEATS:-1}
 TUNE=${TUNE:-1}
-SETTINGS=${SETTINGS:-g7 g68 knn ens hlacg hlacs}
+SETTINGS=${SETTINGS:-g7 g68 knn padim ens hlacg hlacs}
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/anodet-quality.XXXXXX")}
 mkdir -p "$WORK"
 echo "logs and outputs: $WORK" >&2
@@ -29,6 +29,7 @@ settings_of() {
         g7) echo "--scorer gaussian --levels 7" ;;
         g68) echo "--scorer gaussian --levels 6-8" ;;
         knn) echo "--scorer knn" ;;
+        padim) echo "--scorer padim" ;;
         ens) echo "--scorer ensemble --member gaussian:6-8 --member knn:6,7" ;;
         hlacg) echo "--backbone hlac --scorer gaussian" ;;
         hlacs) echo "--backbone hlac --scorer subspace" ;;

@@ -46,6 +46,44 @@ impl PositionAccumulator {
         }
     }
 
+    /// An empty accumulator whose sums are taken about `shift` (positions × dims): accumulators
+    /// of image sets taken about one shift can be subtracted ([`PositionAccumulator::minus`]).
+    pub fn about(shift: &Tensor, grid: (i64, i64)) -> Self {
+        PositionAccumulator {
+            shift: Some(shift.to_kind(Kind::Double).copy()),
+            grid,
+            ..PositionAccumulator::new()
+        }
+    }
+
+    /// The sums of this set without the images of `part`, a subset of them accumulated about
+    /// the same shift: the fit on the rest without passing over its images again.
+    pub fn minus(&self, part: &PositionAccumulator) -> Result<PositionAccumulator> {
+        let same_shift = match (&self.shift, &part.shift) {
+            (Some(a), Some(b)) => a.size() == b.size() && a.equal(b),
+            _ => false,
+        };
+        if !same_shift || self.grid != part.grid || part.count > self.count {
+            return Err(Error::numeric(
+                "position gaussians",
+                "only a subset accumulated about the same shift can be removed",
+            ));
+        }
+        let less = |whole: &Option<Tensor>, removed: &Option<Tensor>| match (whole, removed) {
+            (Some(w), Some(r)) => Some(w - r),
+            (w, _) => w.as_ref().map(Tensor::copy),
+        };
+        Ok(PositionAccumulator {
+            count: self.count - part.count,
+            shift: self.shift.as_ref().map(Tensor::copy),
+            sum: less(&self.sum, &part.sum),
+            sum_outer: less(&self.sum_outer, &part.sum_outer),
+            sum_norm_weighted: less(&self.sum_norm_weighted, &part.sum_norm_weighted),
+            sum_norm4: less(&self.sum_norm4, &part.sum_norm4),
+            grid: self.grid,
+        })
+    }
+
     /// Adds a batch of features (`n × positions × dims`) on a `grid` of positions.
     pub fn push(&mut self, features: &Tensor, grid: (i64, i64)) -> Result<()> {
         let x = features.to_kind(Kind::Double);
@@ -218,6 +256,31 @@ impl PositionGaussians {
 mod tests {
     use super::*;
     use crate::gaussian::GaussianParams;
+
+    #[test]
+    fn removing_a_subset_equals_accumulating_the_rest() {
+        tch::manual_seed(4);
+        let features = Tensor::randn([20, 3, 4], (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
+        let shift = features.get(0);
+        let mut whole = PositionAccumulator::about(&shift, (1, 3));
+        whole.push(&features, (1, 3)).unwrap();
+        let mut part = PositionAccumulator::about(&shift, (1, 3));
+        part.push(&features.narrow(0, 5, 6), (1, 3)).unwrap();
+        let rest = Tensor::cat(&[features.narrow(0, 0, 5), features.narrow(0, 11, 9)], 0);
+        let mut direct = PositionAccumulator::new();
+        direct.push(&rest, (1, 3)).unwrap();
+        let by_removal = whole.minus(&part).unwrap().finish(Device::Cpu).unwrap();
+        let direct = direct.finish(Device::Cpu).unwrap();
+        let gap = (by_removal.precision() - direct.precision()).abs().max().double_value(&[]);
+        let scale = direct.precision().abs().max().double_value(&[]);
+        assert!(gap <= 1e-5 * scale, "{gap} vs {scale}");
+        let gap = (by_removal.mean() - direct.mean()).abs().max().double_value(&[]);
+        assert!(gap < 1e-5, "{gap}");
+        // Another shift (a set not accumulated about the same one) is refused.
+        let mut other = PositionAccumulator::new();
+        other.push(&features.narrow(0, 3, 2), (1, 3)).unwrap();
+        assert!(whole.minus(&other).is_err());
+    }
 
     #[test]
     fn batched_ledoit_wolf_matches_the_pooled_estimator_at_every_position() {
