@@ -9,21 +9,7 @@ use anodet::features::{EmbeddingKind, FeatureSpec, OnBadImage};
 use anodet::model::RunModel;
 use anodet::progress::Silent;
 use anodet::scorer::{PadimParams, ScorerSpec};
-use common::Workspace;
-
-fn scores(stdout: &str) -> Vec<f64> {
-    stdout.lines().map(|l| l.split('\t').nth(1).unwrap().parse().unwrap()).collect()
-}
-
-/// The values of a 2-D float32 `.npy` file written by `anodet heatmap`.
-fn read_npy_values(path: &std::path::Path) -> Vec<f32> {
-    let bytes = fs::read(path).unwrap();
-    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    bytes[10 + header_len..]
-        .chunks(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
+use common::{printed_scores as scores, read_npy_values, Workspace};
 
 #[test]
 fn padim_fits_scores_evaluates_and_maps_through_the_cli() {

@@ -8,11 +8,7 @@ use std::fs;
 use anodet::features::Embeddings;
 use anodet::model::RunModel;
 use anodet::scorer::ScorerSpec;
-use common::Workspace;
-
-fn scores(stdout: &str) -> Vec<f64> {
-    stdout.lines().map(|l| l.split('\t').nth(1).unwrap().parse().unwrap()).collect()
-}
+use common::{printed_scores as scores, read_npy_values, Workspace};
 
 #[test]
 fn an_ensemble_fits_scores_and_evaluates() {
@@ -83,16 +79,6 @@ fn an_ensemble_fits_scores_and_evaluates() {
     assert!((drawn_score - scored).abs() <= 1e-3 * scored.abs().max(1.0), "{drawn} vs {scored}");
     ws.anodet(&["heatmap", "--model", "runs/e", "--method", "patch", images[1]])
         .fails_with(&["--method", "knn"]);
-}
-
-/// The values of a 2-D float32 `.npy` file written by `anodet heatmap`.
-fn read_npy_values(path: &std::path::Path) -> Vec<f32> {
-    let bytes = fs::read(path).unwrap();
-    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    bytes[10 + header_len..]
-        .chunks(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 #[test]

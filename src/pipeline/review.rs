@@ -190,10 +190,10 @@ fn fold_members(
         .collect()
 }
 
-/// Position-score maps (knn, padim) of the mapped images, each under the models of the fold that
-/// scored it (kept from the evaluation in `fold_mappers`; a plain run's missing fold is refitted
-/// on that fold's good images with the run's settings and seed: the same model), from the evaluation's
-/// patch features, each model's map smoothed at its network's input size and resized to the
+/// Position-score maps (knn, padim) of the mapped images, each under the models of the fold
+/// that scored it (kept from the evaluation in `fold_mappers`; a plain run's missing fold is
+/// refitted on that fold's good images with the run's settings and seed: the same model), from
+/// the evaluation's patch features, each model's map smoothed at its network's input size and resized to the
 /// image like `heatmap`'s maps; an ensemble's members' maps standardised as their scores were
 /// and summed (as `heatmap` draws an ensemble's map).
 pub fn position_fold_maps(

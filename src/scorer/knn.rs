@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::nearest::{search_precision, subset_coresets, SearchBank};
 use super::{
-    other_fit, Embeddings, FittedScorer, PositionMap, PositionScorer, Scorer, ScorerSpec,
+    variant_borders, Embeddings, FittedScorer, PositionMap, PositionScorer, Scorer, ScorerSpec,
     StoredTensor, TensorData,
 };
 use crate::backbone::Levels;
@@ -75,6 +75,18 @@ impl KnnParams {
         }
         Ok(())
     }
+}
+
+/// The largest of an image's position scores (`h × w`, row major) inside `border` rings.
+pub(super) fn worst_inside(scores: &[f32], h: usize, w: usize, border: usize) -> Result<f64> {
+    let (rows, cols) = interior_or_error(h, w, border)?;
+    let mut worst = f32::NEG_INFINITY;
+    for r in rows {
+        for c in cols.clone() {
+            worst = worst.max(scores[r * w + c]);
+        }
+    }
+    Ok(worst as f64)
 }
 
 /// The rows and columns kept inside `border` rings of an `h × w` grid.
@@ -263,14 +275,7 @@ impl KnnModel {
 
     /// The image score from an image's position scores on an `h × w` grid.
     pub fn image_score(&self, scores: &[f32], h: usize, w: usize) -> Result<f64> {
-        let (rows, cols) = interior_or_error(h, w, self.params.border)?;
-        let mut worst = f32::NEG_INFINITY;
-        for r in rows {
-            for c in cols.clone() {
-                worst = worst.max(scores[r * w + c]);
-            }
-        }
-        Ok(worst as f64)
+        worst_inside(scores, h, w, self.params.border)
     }
 
     fn all_position_scores(&self, patches: &PatchSet) -> Result<Vec<f32>> {
@@ -305,14 +310,7 @@ impl FittedScorer for KnnModel {
         embeddings: &Embeddings,
         variants: &[ScorerSpec],
     ) -> Result<Vec<Vec<f64>>> {
-        let own = self.spec();
-        let borders: Vec<usize> = variants
-            .iter()
-            .map(|variant| match variant {
-                ScorerSpec::Knn(p) if own.shares_fit(variant) => Ok(p.border),
-                other => Err(other_fit(&own, other)),
-            })
-            .collect::<Result<_>>()?;
+        let borders = variant_borders(&self.spec(), variants)?;
         let (Some(&searched_border), Some(&widest_border)) =
             (borders.iter().min(), borders.iter().max())
         else {

@@ -331,6 +331,23 @@ pub trait FittedScorer: Send {
     }
 }
 
+/// The `border` of each variant a knn or padim fit (`own`) scores: variants that share its fit
+/// (see [`ScorerSpec::shares_fit`]), else the error naming the one that needs its own fit.
+pub(crate) fn variant_borders(own: &ScorerSpec, variants: &[ScorerSpec]) -> Result<Vec<usize>> {
+    variants
+        .iter()
+        .map(|variant| match variant {
+            ScorerSpec::Knn(KnnParams { border, .. })
+            | ScorerSpec::Padim(PadimParams { border })
+                if own.shares_fit(variant) =>
+            {
+                Ok(*border)
+            }
+            other => Err(other_fit(own, other)),
+        })
+        .collect()
+}
+
 /// A fitted scorer asked to score with settings another fit needs.
 pub(crate) fn other_fit(own: &ScorerSpec, other: &ScorerSpec) -> crate::error::Error {
     crate::error::Error::numeric(

@@ -12,9 +12,9 @@
 use ndarray::Array1;
 use tch::{Device, Kind, Tensor};
 
-use super::knn::interior_or_error;
+use super::knn::{interior_or_error, worst_inside};
 use super::{
-    other_fit, Embeddings, FittedScorer, PositionMap, PositionScorer, Scorer, ScorerSpec,
+    variant_borders, Embeddings, FittedScorer, PositionMap, PositionScorer, Scorer, ScorerSpec,
     StoredTensor, TensorData,
 };
 use crate::backbone::Levels;
@@ -239,18 +239,6 @@ impl PadimModel {
     }
 }
 
-/// The largest score inside `border` rings of an `h × w` grid.
-fn worst_inside(scores: &[f32], h: usize, w: usize, border: usize) -> Result<f64> {
-    let (rows, cols) = interior_or_error(h, w, border)?;
-    let mut worst = f32::NEG_INFINITY;
-    for r in rows {
-        for c in cols.clone() {
-            worst = worst.max(scores[r * w + c]);
-        }
-    }
-    Ok(worst as f64)
-}
-
 impl FittedScorer for PadimModel {
     fn spec(&self) -> ScorerSpec {
         ScorerSpec::Padim(self.params.clone())
@@ -267,14 +255,7 @@ impl FittedScorer for PadimModel {
         embeddings: &Embeddings,
         variants: &[ScorerSpec],
     ) -> Result<Vec<Vec<f64>>> {
-        let own = self.spec();
-        let borders: Vec<usize> = variants
-            .iter()
-            .map(|variant| match variant {
-                ScorerSpec::Padim(p) => Ok(p.border),
-                other => Err(other_fit(&own, other)),
-            })
-            .collect::<Result<_>>()?;
+        let borders = variant_borders(&self.spec(), variants)?;
         let patches = embeddings.patches()?;
         let (h, w) = self.grid();
         for &border in &borders {

@@ -147,3 +147,18 @@ pub fn skimage_photo(name: &str) -> PathBuf {
     }
     panic!("{name} not found under {}: run scripts/setup.sh", lib.display());
 }
+
+/// The scores `anodet score` (or `heatmap`) printed: the second tab-separated field of each line.
+pub fn printed_scores(stdout: &str) -> Vec<f64> {
+    stdout.lines().map(|l| l.split('\t').nth(1).unwrap().parse().unwrap()).collect()
+}
+
+/// The values of a 2-D float32 `.npy` file written by `anodet heatmap`.
+pub fn read_npy_values(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[10 + header_len..]
+        .chunks(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
