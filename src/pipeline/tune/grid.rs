@@ -32,7 +32,7 @@ use super::Candidate;
 use crate::backbone::Levels;
 use crate::data::image::{Aspect, InputSize};
 use crate::error::{Error, Result};
-use crate::scorer::{EnsembleParams, KnnParams, MemberSpec, ScorerSpec};
+use crate::scorer::{EnsembleParams, KnnParams, MemberSpec, PadimParams, ScorerSpec};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,7 +91,7 @@ impl TryFrom<RawEntry> for Entry {
             "padim" if raw.coreset.is_some() => {
                 return Err("coreset: applies to scorer \"knn\" or \"ensemble\" only".into());
             }
-            "padim" => ScorerSpec::Padim(crate::scorer::PadimParams { border: knn.border }),
+            "padim" => ScorerSpec::Padim(PadimParams { border: knn.border }),
             "ensemble" => {
                 if raw.levels.is_some() {
                     return Err("levels: an ensemble's members carry their own \
@@ -204,7 +204,7 @@ fn backbone_field<'de, D: serde::Deserializer<'de>>(
 fn scorer_field<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<Option<String>, D::Error> {
-    one_of("scorer", &["gaussian", "knn", "ensemble"], d)
+    one_of("scorer", &["gaussian", "knn", "padim", "ensemble"], d)
 }
 
 fn members_field<'de, D: serde::Deserializer<'de>>(
@@ -304,6 +304,20 @@ mod tests {
         assert_eq!(a[1].levels.to_string(), "6,7");
         assert_eq!(a[1].scorer, ScorerSpec::Knn(KnnParams { coreset: 0.1, border: 0, seed: 0 }));
         assert_eq!(a[1].aspect, Aspect::Keep);
+    }
+
+    #[test]
+    fn padim_candidates_take_a_border_and_no_coreset() {
+        let toml = "[[candidates]]\nscorer = \"padim\"\nborder = 0\n\n[[candidates]]\nscorer = \"ensemble\"\nmembers = [\"padim:6,7@efficientnet_lite2\"]\n";
+        let read_back = read("g.toml", toml).unwrap();
+        assert_eq!(read_back[0].scorer, ScorerSpec::Padim(PadimParams { border: 0 }));
+        assert_eq!(read_back[0].levels.to_string(), "6,7");
+        assert!(read_back[0].fit_flags().join(" ").ends_with("--scorer padim --border 0"));
+        let ScorerSpec::Ensemble(params) = &read_back[1].scorer else { panic!("an ensemble") };
+        assert_eq!(params.members[0].scorer, ScorerSpec::Padim(PadimParams::default()));
+        let error = read("g.toml", "[[candidates]]\nscorer = \"padim\"\ncoreset = 0.5\n");
+        let error = error.unwrap_err().to_string();
+        assert!(error.contains("line 1") && error.contains("coreset"), "{error}");
     }
 
     #[test]
