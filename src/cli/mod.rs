@@ -210,6 +210,7 @@ impl ScorerArgs {
             given.iter().find(|(flag, present, owner)| *present && !applies(*owner, flag))
         {
             let owner = match owner {
+                ScorerKind::Knn if *flag == "--border" => "knn or padim",
                 ScorerKind::Knn => "knn",
                 ScorerKind::Subspace => "subspace",
                 _ => "ensemble",

@@ -6,8 +6,9 @@
 //!
 //! Where knn asks "is this patch like any good patch anywhere?", PaDiM asks "is this patch like
 //! the good patches at this place?", with a covariance that down-weights the directions good
-//! parts vary in. That suits aligned parts (solar cells, printed boards): on elpv-poly it beat
-//! knn on every backbone tried. It needs one grid for all images (squashed input).
+//! parts vary in. That suits parts that sit in the same place in every image (solar cells,
+//! boards): on elpv-poly it beat knn on Lite0 and Lite2 and tied on Lite1; on generated wood,
+//! whose grain direction varies, it lost. It needs one grid for all images (squashed input).
 
 use ndarray::Array1;
 use tch::{Device, Kind, Tensor};
@@ -110,8 +111,8 @@ impl Scorer for PadimParams {
     }
 
     /// The fit's sums, less each fold's own sums, are the sums of the images outside the fold:
-    /// one pass over the images per fold set instead of one per fold (the sums cost more than
-    /// the per-position inverses). The fit itself is exactly [`PadimParams::fit_patches`]'s.
+    /// two passes over the images (the fit's, then the folds') instead of one per fit. The fit
+    /// itself is exactly [`PadimParams::fit_patches`]'s.
     fn fit_cross_fitted(
         &self,
         good: &Embeddings,
