@@ -81,25 +81,20 @@ impl From<MethodArg> for Method {
 /// Each (method, level) to draw: the feature method once per requested level.
 fn variants(args: &HeatmapArgs, run: &ScorerSpec, hlac_run: bool) -> Vec<(Method, Option<u8>)> {
     let mut out = Vec::new();
-    let default = [match run {
-        ScorerSpec::Subspace(_) => MethodArg::Subspace,
-        _ if hlac_run => MethodArg::Feature,
-        ScorerSpec::Knn(_) => MethodArg::Knn,
-        ScorerSpec::Padim(_) => MethodArg::Padim,
-        // An ensemble maps with its knn members (one without any says so when opened).
-        ScorerSpec::Ensemble(_) => MethodArg::Knn,
-        ScorerSpec::Gaussian => MethodArg::Patch,
-    }];
-    let methods = if args.method.is_empty() { &default[..] } else { &args.method[..] };
-    for &method in methods {
+    let methods: Vec<Method> = if args.method.is_empty() {
+        vec![Method::default_for(run, hlac_run)]
+    } else {
+        args.method.iter().map(|&m| m.into()).collect()
+    };
+    for method in methods {
         match method {
-            MethodArg::Feature => match &args.levels {
+            Method::Feature => match &args.levels {
                 Some(levels) => {
                     out.extend(levels.as_slice().iter().map(|&l| (Method::Feature, Some(l))))
                 }
                 None => out.push((Method::Feature, None)),
             },
-            other => out.push((other.into(), None)),
+            other => out.push((other, None)),
         }
     }
     out.dedup();

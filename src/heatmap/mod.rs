@@ -28,7 +28,9 @@ use crate::data::image::PreparedImage;
 use crate::error::{Error, Result};
 use crate::features::patches::patch_embedding;
 use crate::gaussian::GaussianModel;
-use crate::scorer::{same_position_scorer, FittedScorer, PositionScorer, SubspaceModel};
+use crate::scorer::{
+    same_position_scorer, FittedScorer, PositionScorer, ScorerSpec, SubspaceModel,
+};
 
 pub use patch::PatchModel;
 
@@ -53,6 +55,22 @@ impl Method {
             Method::Knn => "knn",
             Method::Padim => "padim",
             Method::Subspace => "subspace",
+        }
+    }
+}
+
+impl Method {
+    /// The map a run draws when none is asked for (`anodet heatmap`, `serve`): its scorer's own
+    /// (knn, padim, an ensemble's knn and padim members, subspace), else the feature map for
+    /// HLAC runs and the patch map for CNN runs.
+    pub fn default_for(scorer: &ScorerSpec, hlac_run: bool) -> Method {
+        match scorer {
+            // An ensemble without a knn or padim member says so when its maps are opened.
+            ScorerSpec::Knn(_) | ScorerSpec::Ensemble(_) => Method::Knn,
+            ScorerSpec::Padim(_) => Method::Padim,
+            ScorerSpec::Subspace(_) => Method::Subspace,
+            ScorerSpec::Gaussian if hlac_run => Method::Feature,
+            ScorerSpec::Gaussian => Method::Patch,
         }
     }
 }

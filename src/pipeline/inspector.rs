@@ -211,14 +211,8 @@ impl Inspector {
     /// `anodet heatmap` does). The first time, this fits what the method needs on the run's
     /// training images and stores it in the run folder; later loads read it back.
     pub fn open_maps(&mut self, runtime: &Runtime, progress: &dyn Progress) -> Result<()> {
-        let method = match &self.run.meta.scorer {
-            // An ensemble maps with its knn and padim members (one without any has no map).
-            ScorerSpec::Knn(_) | ScorerSpec::Ensemble(_) => Method::Knn,
-            ScorerSpec::Padim(_) => Method::Padim,
-            ScorerSpec::Subspace(_) => Method::Subspace,
-            _ if self.run.meta.backbone.name == "hlac" => Method::Feature,
-            _ => Method::Patch,
-        };
+        let method =
+            Method::default_for(&self.run.meta.scorer, self.run.meta.backbone.name == "hlac");
         let heatmapper = Heatmapper::open(&self.dir, method, None, runtime, progress)?;
         if heatmapper.run.meta != self.run.meta {
             return Err(Error::input(

@@ -155,10 +155,6 @@ impl PadimModel {
         &self.params
     }
 
-    pub fn levels(&self) -> &Levels {
-        &self.levels
-    }
-
     /// The fitted grid (height, width).
     pub fn grid(&self) -> (usize, usize) {
         let (h, w) = self.gaussians.grid();
@@ -168,15 +164,6 @@ impl PadimModel {
     /// Values per position.
     pub fn dim(&self) -> usize {
         self.gaussians.dim() as usize
-    }
-
-    /// The same model, sharing its tensors.
-    pub fn share(&self) -> PadimModel {
-        PadimModel {
-            params: self.params.clone(),
-            levels: self.levels.clone(),
-            gaussians: self.gaussians.share(),
-        }
     }
 
     /// Position scores `n × h × w` of `features` (`n × h × w × dims`, or rows `n·h·w × dims`
@@ -202,11 +189,6 @@ impl PadimModel {
             return Ok(Tensor::zeros([0, h as i64, w as i64], (Kind::Float, Device::Cpu)));
         }
         Ok(Tensor::cat(&parts, 0).view([n, h as i64, w as i64]))
-    }
-
-    /// The image score from an image's position scores on an `h × w` grid.
-    pub fn image_score(&self, scores: &[f32], h: usize, w: usize) -> Result<f64> {
-        worst_inside(scores, h, w, self.params.border)
     }
 
     /// Position scores of every image of `patches`, checked against the fitted grid.
@@ -335,11 +317,15 @@ impl PositionScorer for PadimModel {
     }
 
     fn image_score(&self, scores: &[f32], h: usize, w: usize) -> Result<f64> {
-        PadimModel::image_score(self, scores, h, w)
+        worst_inside(scores, h, w, self.params.border)
     }
 
     fn share(&self) -> Box<dyn PositionScorer> {
-        Box::new(PadimModel::share(self))
+        Box::new(PadimModel {
+            params: self.params.clone(),
+            levels: self.levels.clone(),
+            gaussians: self.gaussians.share(),
+        })
     }
 
     fn storage(&self) -> usize {
