@@ -9,7 +9,7 @@ use anodet::features::{EmbeddingKind, FeatureSpec, OnBadImage};
 use anodet::model::RunModel;
 use anodet::progress::Silent;
 use anodet::scorer::{PadimParams, ScorerSpec};
-use common::{printed_scores as scores, read_npy_values, Workspace};
+use common::{largest_standardised_gap, printed_scores as scores, read_npy_values, Workspace};
 
 #[test]
 fn padim_fits_scores_evaluates_and_maps_through_the_cli() {
@@ -124,11 +124,7 @@ fn an_ensemble_maps_with_its_padim_member_standardised() {
     assert_eq!(plain.len(), combined.len());
     // The member's Gaussians are the plain run's (same features and settings), so the
     // ensemble's map is the plain map standardised as the member's score is.
-    let mut largest_gap = 0.0f64;
-    for (&p, &c) in plain.iter().zip(&combined) {
-        let expected = (p as f64 - member.centre) / member.spread;
-        largest_gap = largest_gap.max((expected - c as f64).abs() / expected.abs().max(1.0));
-    }
+    let largest_gap = largest_standardised_gap(&plain, &combined, member.centre, member.spread);
     assert!(largest_gap < 1e-4, "largest relative gap {largest_gap}");
     assert!(combined.iter().any(|&c| (c - combined[0]).abs() > 1e-3), "a flat map");
     // The score drawn with it is the ensemble's, its Gaussian member included.

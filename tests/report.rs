@@ -372,12 +372,8 @@ fn an_ensemble_eval_page_maps_with_its_knn_members_standardised() {
         // map is the plain map standardised as the member's score is.
         let mapper = &fold_mappers[run.samples[*i].fold.unwrap()][0];
         let plain = &plain_maps[i];
-        assert_eq!(plain.len(), map.len());
-        let mut largest_gap = 0.0f64;
-        for (&p, &m) in plain.iter().zip(map) {
-            let expected = (p as f64 - mapper.centre) / mapper.spread;
-            largest_gap = largest_gap.max((expected - m as f64).abs() / expected.abs().max(1.0));
-        }
+        let largest_gap =
+            common::largest_standardised_gap(plain, map, mapper.centre, mapper.spread);
         assert!(largest_gap < 1e-4, "image {i}: largest relative gap {largest_gap}");
         assert!(map.iter().any(|&v| (v - map[0]).abs() > 1e-3), "image {i}: a flat map");
     }

@@ -8,7 +8,7 @@ use std::fs;
 use anodet::features::Embeddings;
 use anodet::model::RunModel;
 use anodet::scorer::ScorerSpec;
-use common::{printed_scores as scores, read_npy_values, Workspace};
+use common::{largest_standardised_gap, printed_scores as scores, read_npy_values, Workspace};
 
 #[test]
 fn an_ensemble_fits_scores_and_evaluates() {
@@ -104,11 +104,7 @@ fn an_ensemble_maps_with_its_knn_members_standardised() {
     // The member's bank is the plain knn run's (same features, settings and seed), so the
     // ensemble's map is the plain map standardised as the member's score is.
     let (centre, spread) = (knn_member.centre, knn_member.spread);
-    let mut largest_gap = 0.0f64;
-    for (&p, &c) in plain.iter().zip(&combined) {
-        let expected = (p as f64 - centre) / spread;
-        largest_gap = largest_gap.max((expected - c as f64).abs() / expected.abs().max(1.0));
-    }
+    let largest_gap = largest_standardised_gap(&plain, &combined, centre, spread);
     assert!(largest_gap < 1e-4, "largest relative gap {largest_gap}");
     assert!(combined.iter().any(|&c| (c - combined[0]).abs() > 1e-3), "a flat map");
 

@@ -162,3 +162,13 @@ pub fn read_npy_values(path: &Path) -> Vec<f32> {
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
 }
+
+/// The largest gap, relative to the expected value (at least 1), between `map` and `plain`
+/// standardised as an ensemble member's score is: (plain − centre) / spread.
+pub fn largest_standardised_gap(plain: &[f32], map: &[f32], centre: f64, spread: f64) -> f64 {
+    assert_eq!(plain.len(), map.len());
+    plain.iter().zip(map).fold(0.0f64, |largest, (&p, &m)| {
+        let expected = (p as f64 - centre) / spread;
+        largest.max((expected - m as f64).abs() / expected.abs().max(1.0))
+    })
+}
