@@ -8,7 +8,7 @@
 #   (k) the same end to end with `--scorer knn --coreset 0.1` (patch memory), and its parts:
 #       `anodet fit` time on train/good, `anodet score` ms per test image (the run loaded once),
 #       and the memory bank's size on disk;
-#   (p) the same for `--scorer padim` (a Gaussian per position on knn's features): end to end,
+#   (p) the same for `--scorer padim` (a Gaussian per position, levels 5+6+7): end to end,
 #       fit, score and the run's model size;
 #   peak RSS of `anodet fit` at 100 and at 1000 training images (generated, 256 px).
 # Then scripts/bench_decode.sh (decode/resize vs forward per set, camera-size sets; DECODE=0 skips).

@@ -3,7 +3,7 @@
 #   scripts/quality_table.sh DATA_DIR CATEGORY...
 # Per category and setting: 3-fold CV image AUROC and honest F1 at seed 0, and with REPEATS > 1
 # the mean over that many seeds. Settings: gaussian L7, gaussian L6-8, knn (L6+7, coreset 0.1,
-# border 1), padim (L6+7, border 1), an ensemble (gaussian L6-8 + knn L6+7), hlac-gaussian, hlac-subspace. With TUNE=1
+# border 1), padim (L5+6+7, border 1), an ensemble (gaussian L6-8 + knn L6+7), hlac-gaussian, hlac-subspace. With TUNE=1
 # also `anodet tune` (default grid) with the real defects and with synthetic defects only, and
 # whether the two choose alike. Rows are markdown, on stdout; logs under $WORK (default a temp dir).
 # Env: ANODET (binary; default anodet on PATH, else target/release/anodet), FLAGS (extra flags

@@ -106,7 +106,7 @@ fn an_ensemble_maps_with_its_padim_member_standardised() {
         "--scorer",
         "ensemble",
         "--member",
-        "padim:6,7",
+        "padim",
         "--member",
         "gaussian:7",
         "--out",

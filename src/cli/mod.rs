@@ -150,9 +150,9 @@ impl FeatureArgs {
 pub struct ScorerArgs {
     /// gaussian: a Gaussian per level of pooled features (Gaussian AD); knn: patch memory, the
     /// distance of each position to its nearest good position (PatchCore-style, default levels
-    /// 6,7), image score = the worst position; padim: a Gaussian per grid position on knn's
-    /// features (PaDiM), the worst position's Mahalanobis distance, for aligned parts (one
-    /// input size for all images); subspace (--backbone hlac): residual of each
+    /// 6,7), image score = the worst position; padim: a Gaussian per grid position on features
+    /// made as knn's (PaDiM, default levels 5,6,7), the worst position's Mahalanobis distance,
+    /// for aligned parts (one input size for all images); subspace (--backbone hlac): residual of each
     /// grid cell's HLAC features outside the principal subspace of good cells, image score =
     /// the worst cell; ensemble: the members given with --member, each standardised by its
     /// cross-fitted good-image scores, summed.

@@ -311,7 +311,8 @@ mod tests {
         let toml = "[[candidates]]\nscorer = \"padim\"\nborder = 0\n\n[[candidates]]\nscorer = \"ensemble\"\nmembers = [\"padim:6,7@efficientnet_lite2\"]\n";
         let read_back = read("g.toml", toml).unwrap();
         assert_eq!(read_back[0].scorer, ScorerSpec::Padim(PadimParams { border: 0 }));
-        assert_eq!(read_back[0].levels.to_string(), "6,7");
+        // padim's own default levels, not knn's.
+        assert_eq!(read_back[0].levels.to_string(), "5,6,7");
         assert!(read_back[0].fit_flags().join(" ").ends_with("--scorer padim --border 0"));
         let ScorerSpec::Ensemble(params) = &read_back[1].scorer else { panic!("an ensemble") };
         assert_eq!(params.members[0].scorer, ScorerSpec::Padim(PadimParams::default()));

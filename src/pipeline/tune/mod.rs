@@ -232,8 +232,8 @@ pub fn default_grid(
             }
             // One Gaussian per position needs one grid: squashed input only.
             if aspect == Aspect::Squash {
-                let padim = PadimParams::default();
-                candidates.push(candidate(levels(&[6, 7]), size, ScorerSpec::Padim(padim)));
+                let padim = ScorerSpec::Padim(PadimParams::default());
+                candidates.push(candidate(padim.default_levels(), size, padim));
             }
             if let Some(larger) = larger {
                 let knn = KnnParams { coreset: 0.1, border: 1, seed: 0 };
