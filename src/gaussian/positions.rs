@@ -99,7 +99,8 @@ impl PositionAccumulator {
             self.grid = grid;
         }
         let shift = self.shift.as_ref().map(|s| s.shallow_clone()).unwrap_or_else(|| x.get(0));
-        let y = x.f_sub(&shift).map_err(torch("position gaussians"))?;
+        // positions × images × dims: each position's rows together, for batched products.
+        let y = x.f_sub(&shift).map_err(torch("position gaussians"))?.transpose(0, 1).contiguous();
         let norms2 = (&y * &y).sum_dim_intlist(-1, false, Kind::Double);
         let add = |slot: &mut Option<Tensor>, value: Tensor| {
             *slot = Some(match slot.take() {
@@ -107,26 +108,33 @@ impl PositionAccumulator {
                 None => value,
             });
         };
-        add(&mut self.sum, y.sum_dim_intlist(0, false, Kind::Double));
-        add(
-            &mut self.sum_outer,
-            Tensor::f_einsum("npi,npj->pij", &[&y, &y], None::<i64>)
-                .map_err(torch("position gaussians"))?,
-        );
+        add(&mut self.sum, y.sum_dim_intlist(1, false, Kind::Double));
+        // The outer products (positions × dims², the bulk of the sums) are added in place: a
+        // new total per batch would allocate and fault in that much again for every batch.
+        let outer = |total: Option<&mut Tensor>| match total {
+            Some(total) => total.f_baddbmm_(&y.transpose(1, 2), &y).map(|_| None),
+            None => y.transpose(1, 2).f_bmm(&y).map(Some),
+        };
+        if let Some(first) = outer(self.sum_outer.as_mut()).map_err(torch("position gaussians"))? {
+            self.sum_outer = Some(first);
+        }
         add(
             &mut self.sum_norm_weighted,
-            Tensor::f_einsum("np,npi->pi", &[&norms2, &y], None::<i64>)
-                .map_err(torch("position gaussians"))?,
+            norms2.unsqueeze(1).f_bmm(&y).map_err(torch("position gaussians"))?.squeeze_dim(1),
         );
-        add(&mut self.sum_norm4, (&norms2 * &norms2).sum_dim_intlist(0, false, Kind::Double));
+        add(&mut self.sum_norm4, (&norms2 * &norms2).sum_dim_intlist(1, false, Kind::Double));
         self.count += x.size()[0];
         Ok(())
     }
 
     /// Ledoit-Wolf per position (the formulas of `gaussian::ledoit_wolf`, batched), then inverse.
+    ///
+    /// The positions × dims² tensors dominate memory and time (each one allocated is also
+    /// faulted in page by page): the sum of outer products becomes the covariance in place, so
+    /// a finish allocates only the Cholesky factor and the precision besides it.
     pub fn finish(self, device: Device) -> Result<PositionGaussians> {
         let n = self.count as f64;
-        let (Some(shift), Some(s1), Some(s2), Some(s3), Some(s4)) =
+        let (Some(shift), Some(s1), Some(mut s2), Some(s3), Some(s4)) =
             (self.shift, self.sum, self.sum_outer, self.sum_norm_weighted, self.sum_norm4)
         else {
             return Err(Error::numeric("position gaussians", "no images"));
@@ -139,16 +147,27 @@ impl PositionAccumulator {
         }
         let p = s1.size()[1] as f64;
         let m = &s1 / n;
-        let empirical = &s2 / n - m.unsqueeze(2) * m.unsqueeze(1);
-        let trace = empirical.diagonal(0, -2, -1).sum_dim_intlist(-1, false, Kind::Double);
-        let mu = &trace / p;
-        let frobenius2 =
-            (&empirical * &empirical).sum_dim_intlist(&[-2i64, -1][..], false, Kind::Double);
         let c = (&m * &m).sum_dim_intlist(-1, false, Kind::Double);
+        // What β needs of the raw sums, before they become the covariance.
         let sum_a = s2.diagonal(0, -2, -1).sum_dim_intlist(-1, false, Kind::Double);
         let sum_ab = (&s3 * &m).sum_dim_intlist(-1, false, Kind::Double);
         let sum_b2 = Tensor::f_einsum("pi,pij,pj->p", &[&m, &s2, &m], None::<i64>)
             .map_err(torch("position gaussians"))?;
+        // The empirical covariance s2 / n − m mᵀ, in place of s2.
+        let _ = s2.f_div_scalar_(n).map_err(torch("position gaussians"))?;
+        let _ = s2
+            .f_baddbmm_(&(-&m).unsqueeze(2), &m.unsqueeze(1))
+            .map_err(torch("position gaussians"))?;
+        let mut empirical = s2;
+        let trace = empirical.diagonal(0, -2, -1).sum_dim_intlist(-1, false, Kind::Double);
+        let mu = &trace / p;
+        // Each position's squared Frobenius norm, as the vector norm of its flattened matrix
+        // (without a squared copy of the matrices).
+        let frobenius2 = empirical
+            .flatten(1, -1)
+            .f_linalg_norm(2.0, &[1i64][..], false, Kind::Double)
+            .map_err(torch("position gaussians"))?
+            .square();
         let beta_raw =
             &s4 - &sum_ab * 4.0 + &sum_b2 * 4.0 + &c * &sum_a * 2.0 - &c * &c * (3.0 * n);
         let beta = (&beta_raw / n - &frobenius2) / (p * n);
@@ -159,10 +178,14 @@ impl PositionAccumulator {
             .f_div(&delta.clamp_min(f64::MIN_POSITIVE))
             .map_err(torch("position gaussians"))?
             .where_self(&defined, &beta.zeros_like());
-        let identity = Tensor::eye(p as i64, (Kind::Double, empirical.device()));
+        // (1 − shrinkage) · empirical + shrinkage · μ · I, in place.
         let keep: Tensor = 1.0 - &shrinkage;
-        let covariance = &empirical * keep.view([-1, 1, 1])
-            + identity.unsqueeze(0) * (&shrinkage * &mu).view([-1, 1, 1]);
+        let _ = empirical.f_mul_(&keep.view([-1, 1, 1])).map_err(torch("position gaussians"))?;
+        let _ = empirical
+            .diagonal(0, -2, -1)
+            .f_add_(&(&shrinkage * &mu).unsqueeze(1))
+            .map_err(torch("position gaussians"))?;
+        let covariance = empirical;
         let (cholesky, info) =
             covariance.f_linalg_cholesky_ex(false, false).map_err(torch("position gaussians"))?;
         if info.abs().max().int64_value(&[]) != 0 {

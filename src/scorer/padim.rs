@@ -1,5 +1,5 @@
-//! Per-position Gaussians on deep levels (PaDiM, Defard et al. 2020, on the knn scorer's patch
-//! features): each position of the grid has its own Gaussian (mean and Ledoit-Wolf covariance
+//! Per-position Gaussians on deep levels (PaDiM, Defard et al. 2020, on patch features made as
+//! the knn scorer's are, by default of levels 5, 6 and 7): each position of the grid has its own Gaussian (mean and Ledoit-Wolf covariance
 //! over the good training images' features at that position); a position scores its Mahalanobis
 //! distance to its own Gaussian; an image scores its worst position, the outer `border` rings
 //! ignored, as knn does.
@@ -18,6 +18,7 @@ use super::{
     variant_borders, Embeddings, FittedScorer, PositionMap, PositionScorer, Scorer, ScorerSpec,
     StoredTensor, TensorData,
 };
+use crate::backbone::allocator::MMAP_THRESHOLD;
 use crate::backbone::Levels;
 use crate::error::{Error, Result};
 use crate::features::PatchSet;
@@ -36,8 +37,13 @@ impl Default for PadimParams {
     }
 }
 
-/// Images per batch of the fit's sums and of scoring (bounds the float64 temporaries).
-const IMAGES_PER_BATCH: usize = 64;
+/// Images per batch of the fit's sums and of scoring: as many as keep a batch's float64
+/// features (positions × dims × 8 bytes an image) within half of glibc's mapping threshold, so
+/// the batch's temporaries reuse freed memory instead of being mapped and faulted in anew (see
+/// `backbone::allocator`); 27 images of Lite0's 14 × 14 positions of 384 values.
+fn images_per_batch(positions: usize, dim: usize) -> usize {
+    (MMAP_THRESHOLD as usize / 2 / (positions * dim * 8).max(1)).max(1)
+}
 
 impl PadimParams {
     /// Fits one Gaussian per position on the patch features of good images, which must all
@@ -88,14 +94,15 @@ fn one_grid(patches: &PatchSet) -> Result<(usize, usize)> {
     Ok(first)
 }
 
-/// `patches` as tensors of up to [`IMAGES_PER_BATCH`] images × positions × dims.
+/// `patches` as tensors of up to [`images_per_batch`] images × positions × dims.
 fn image_batches(patches: &PatchSet, grid: (usize, usize)) -> Result<Vec<Tensor>> {
     let positions = (grid.0 * grid.1) as i64;
     let all = patches.tensor().view([patches.len() as i64, positions, patches.dim as i64]);
+    let batch = images_per_batch(grid.0 * grid.1, patches.dim);
     Ok((0..patches.len())
-        .step_by(IMAGES_PER_BATCH)
+        .step_by(batch)
         .map(|start| {
-            let n = IMAGES_PER_BATCH.min(patches.len() - start) as i64;
+            let n = batch.min(patches.len() - start) as i64;
             all.narrow(0, start as i64, n)
         })
         .collect())
@@ -130,7 +137,7 @@ impl Scorer for PadimParams {
         let mut scores = Array1::zeros(patches.len());
         for fold in held_out {
             let mut part = PositionAccumulator::about(&shift, grid);
-            for chunk in fold.chunks(IMAGES_PER_BATCH) {
+            for chunk in fold.chunks(images_per_batch(all.size()[1] as usize, patches.dim)) {
                 let rows: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
                 part.push(&all.index_select(0, &Tensor::from_slice(&rows)), grid)?;
             }
@@ -180,9 +187,9 @@ impl PadimModel {
         }
         let features = features.to_kind(Kind::Float).reshape([n, (h * w) as i64, d]);
         let mut parts = Vec::new();
-        for start in (0..n).step_by(IMAGES_PER_BATCH) {
-            let batch =
-                features.narrow(0, start, IMAGES_PER_BATCH.min((n - start) as usize) as i64);
+        let images = images_per_batch(h * w, d as usize) as i64;
+        for start in (0..n).step_by(images as usize) {
+            let batch = features.narrow(0, start, images.min(n - start));
             parts.push(self.gaussians.distances(&batch)?);
         }
         if parts.is_empty() {
