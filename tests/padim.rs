@@ -22,7 +22,8 @@ fn padim_fits_scores_evaluates_and_maps_through_the_cli() {
             .unwrap();
     assert_eq!(model["scorer"]["kind"], "padim");
     assert_eq!(model["scorer"]["border"], 1);
-    assert_eq!(model["levels"], serde_json::json!([6, 7]));
+    // padim's own default levels (knn's are 6,7).
+    assert_eq!(model["levels"], serde_json::json!([5, 6, 7]));
 
     // The stored run scores the test images exactly as the same fit in memory does, and
     // `anodet score` prints those scores.
@@ -93,6 +94,29 @@ fn padim_fits_scores_evaluates_and_maps_through_the_cli() {
     ws.anodet(&["fit", "--category", "wood", "--out", "runs/g"]).ok();
     ws.anodet(&["heatmap", "--model", "runs/g", "--method", "padim", "--out", "g", image]).ok();
     assert!(ws.path().join("g/hole-000.png").is_file());
+
+    // A run made on other levels (as before padim's default changed) keeps them: it reads, scores
+    // and maps with the levels it recorded.
+    ws.anodet(&[
+        "fit",
+        "--category",
+        "wood",
+        "--scorer",
+        "padim",
+        "--levels",
+        "6,7",
+        "--out",
+        "runs/p67",
+    ])
+    .ok();
+    let older = RunModel::load(&ws.path().join("runs/p67")).unwrap();
+    assert_eq!(older.meta.levels.as_slice(), &[6, 7]);
+    // Level 5's channels are what the default adds.
+    assert!(older.scorer.padim().unwrap().dim() < run.scorer.padim().unwrap().dim());
+    let older_score = scores(&ws.anodet(&["score", "--model", "runs/p67", image]).stdout())[0];
+    assert!(older_score.is_finite() && (older_score - scored).abs() > 1e-3, "{older_score}");
+    ws.anodet(&["heatmap", "--model", "runs/p67", "--out", "maps67", image]).ok();
+    assert!(ws.path().join("maps67/hole-000.png").is_file());
 }
 
 #[test]
