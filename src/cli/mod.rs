@@ -152,9 +152,9 @@ pub struct ScorerArgs {
     /// distance of each position to its nearest good position (PatchCore-style, default levels
     /// 6,7), image score = the worst position; padim: a Gaussian per grid position on features
     /// made as knn's (PaDiM, default levels 5,6,7), the worst position's Mahalanobis distance,
-    /// for aligned parts (one input size for all images); subspace (--backbone hlac): residual of each
-    /// grid cell's HLAC features outside the principal subspace of good cells, image score =
-    /// the worst cell; ensemble: the members given with --member, each standardised by its
+    /// for aligned parts (one input size for all images); subspace (--backbone hlac): residual
+    /// of each grid cell's HLAC features outside the principal subspace of good cells, image
+    /// score = the worst cell; ensemble: the members given with --member, each standardised by its
     /// cross-fitted good-image scores, summed.
     #[arg(long, value_enum, default_value = "gaussian")]
     pub scorer: ScorerKind,

@@ -10,8 +10,8 @@
 //! - `knn`: the knn scorer's position scores (distance to the nearest good position in the
 //!   memory bank); a knn run's own bank, or one fitted on a Gaussian run's training images.
 //! - `padim`: the padim scorer's position scores (Mahalanobis distance to the good images'
-//!   Gaussian at that position, on patch features made as knn's); a padim run's own, or fitted on another
-//!   run's training images.
+//!   Gaussian at that position, on patch features made as knn's); a padim run's own, or fitted
+//!   on another run's training images.
 //!   An ensemble run sums its knn and padim members' maps, each standardised as its score is
 //!   (see `pipeline::heatmap`); `--method knn` and `padim` both draw that sum.
 //!

@@ -1,8 +1,8 @@
 //! Per-position Gaussians on deep levels (PaDiM, Defard et al. 2020, on patch features made as
-//! the knn scorer's are, by default of levels 5, 6 and 7): each position of the grid has its own Gaussian (mean and Ledoit-Wolf covariance
-//! over the good training images' features at that position); a position scores its Mahalanobis
-//! distance to its own Gaussian; an image scores its worst position, the outer `border` rings
-//! ignored, as knn does.
+//! the knn scorer's are, by default of levels 5, 6 and 7): each position of the grid has its own
+//! Gaussian (mean and Ledoit-Wolf covariance over the good training images' features at that
+//! position); a position scores its Mahalanobis distance to its own Gaussian; an image scores
+//! its worst position, the outer `border` rings ignored, as knn does.
 //!
 //! Where knn asks "is this patch like any good patch anywhere?", PaDiM asks "is this patch like
 //! the good patches at this place?", with a covariance that down-weights the directions good
