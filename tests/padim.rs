@@ -94,6 +94,20 @@ fn padim_fits_scores_evaluates_and_maps_through_the_cli() {
     ws.anodet(&["fit", "--category", "wood", "--out", "runs/g"]).ok();
     ws.anodet(&["heatmap", "--model", "runs/g", "--method", "padim", "--out", "g", image]).ok();
     assert!(ws.path().join("g/hole-000.png").is_file());
+    // That map model takes padim's default levels, and its stored colour scale says so: a scale
+    // stored without them (as before the default changed) is measured again, not reused.
+    let scale_file = ws.path().join("runs/g/heatmap-padim.json");
+    let read_scale =
+        || serde_json::from_str::<serde_json::Value>(&fs::read_to_string(&scale_file).unwrap());
+    let measured = read_scale().unwrap();
+    assert_eq!(measured["position_levels"], serde_json::json!([[5, 6, 7]]));
+    let mut older = measured.clone();
+    older.as_object_mut().unwrap().remove("position_levels");
+    older["low"] = serde_json::json!(1000.0);
+    older["high"] = serde_json::json!(1001.0);
+    fs::write(&scale_file, older.to_string()).unwrap();
+    ws.anodet(&["heatmap", "--model", "runs/g", "--method", "padim", "--out", "g", image]).ok();
+    assert_eq!(read_scale().unwrap(), measured);
 
     // A run made on other levels (as before padim's default changed) keeps them: it reads, scores
     // and maps with the levels it recorded.

@@ -35,6 +35,12 @@ use crate::threshold::quantile;
 pub struct MapScale {
     pub method: Method,
     pub level: Option<u8>,
+    /// The levels of each knn or padim model drawing the maps (empty for other methods). A
+    /// position model fitted for a run of another scorer takes the scorer's default levels,
+    /// which can change between versions (padim's did): a scale stored for other levels is
+    /// measured again. Scales stored before this field read as empty, so they are too.
+    #[serde(default)]
+    pub position_levels: Vec<Vec<u8>>,
     /// Median map value over good training images: drawn fully transparent.
     pub low: f32,
     /// 99.9% quantile of map values over good training images: the top of the colour bar.
@@ -354,7 +360,14 @@ impl Heatmapper {
             level,
             networks,
             sources,
-            scale: MapScale { method, level, low: 0.0, high: 1.0, images: 0 },
+            scale: MapScale {
+                method,
+                level,
+                position_levels: Vec::new(),
+                low: 0.0,
+                high: 1.0,
+                images: 0,
+            },
             batch_size,
         }
     }
@@ -375,7 +388,13 @@ impl Heatmapper {
             .ok()
             .and_then(|t| serde_json::from_str::<MapScale>(&t).ok())
         {
-            Some(scale) if scale.method == method && scale.level == level => scale,
+            Some(scale)
+                if scale.method == method
+                    && scale.level == level
+                    && scale.position_levels == self.position_levels() =>
+            {
+                scale
+            }
             _ => {
                 let scale = self.measure_scale(&training_paths(run_dir)?, runtime, progress)?;
                 atomic::write_json(&scale_file, &scale)?;
@@ -593,7 +612,25 @@ impl Heatmapper {
         progress.finish();
         let low = quantile(&values, 0.5)? as f32;
         let high = (quantile(&values, 0.999)? as f32).max(low + f32::EPSILON);
-        Ok(MapScale { method: self.method, level: self.level, low, high, images: chosen.len() })
+        Ok(MapScale {
+            method: self.method,
+            level: self.level,
+            position_levels: self.position_levels(),
+            low,
+            high,
+            images: chosen.len(),
+        })
+    }
+
+    /// The levels of each knn or padim model that draws this heatmapper's maps.
+    fn position_levels(&self) -> Vec<Vec<u8>> {
+        self.sources
+            .iter()
+            .filter_map(|source| match &source.model {
+                Some(MapModel::Positions(model)) => Some(model.levels().as_slice().to_vec()),
+                _ => None,
+            })
+            .collect()
     }
 }
 

@@ -470,7 +470,15 @@ pub fn write_eval_review(
         if !values.is_empty() {
             let low = quantile(&values, 0.5)? as f32;
             let high = (quantile(&values, 0.999)? as f32).max(low + f32::EPSILON);
-            let scale = MapScale { method, level: map_level, low, high, images: scale_set.len() };
+            // Drawn on the page only, never stored: no levels to check against.
+            let scale = MapScale {
+                method,
+                level: map_level,
+                position_levels: Vec::new(),
+                low,
+                high,
+                images: scale_set.len(),
+            };
             let mask_of = masks(&report.data_root, &report.category);
             let written: Vec<Result<(usize, String)>> = shown
                 .par_iter()
