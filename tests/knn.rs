@@ -5,8 +5,7 @@ mod common;
 
 use std::fs;
 
-use anodet::features::OnBadImage;
-use anodet::features::{EmbeddingKind, FeatureSpec};
+use anodet::features::FeatureSpec;
 use anodet::model::RunModel;
 use anodet::pipeline::fit::{fit, FitParams};
 use anodet::progress::Silent;
@@ -46,16 +45,9 @@ fn a_knn_run_survives_save_and_load_and_scores_identically() {
 
     // The same fit in memory, on the same images, scores the test images exactly as the
     // stored run does.
-    let (backbone, preprocess) = runtime.open_backbone(&features).unwrap();
-    let extractor = runtime.extractor(&backbone, &preprocess, &features.levels).unwrap();
-    let category = anodet::data::Category::discover(&ws.data(), "wood").unwrap();
-    let train: Vec<_> = category.training_good().iter().map(|s| s.path.clone()).collect();
-    let test: Vec<_> = category.test_samples().iter().map(|s| s.path.clone()).collect();
-    let embed = |paths: &[std::path::PathBuf]| {
-        extractor.embed(paths, EmbeddingKind::Patches, OnBadImage::Stop, &Silent).unwrap().0
-    };
-    let fresh = spec.scorer().unwrap().fit(&embed(&train)).unwrap();
-    let test_embeddings = embed(&test);
+    let (train_embeddings, test_embeddings, test) =
+        common::wood_patch_embeddings(&ws, &runtime, &features);
+    let fresh = spec.scorer().unwrap().fit(&train_embeddings).unwrap();
     let expected = fresh.score(&test_embeddings).unwrap();
     let stored = loaded.scorer.score(&test_embeddings).unwrap();
     assert_eq!(expected, stored);
@@ -67,11 +59,7 @@ fn a_knn_run_survives_save_and_load_and_scores_identically() {
     args.extend(test_names.iter().map(String::as_str));
     let run = ws.anodet(&args);
     assert!(run.code() == 0 || run.code() == 1, "{}", run.stderr());
-    let printed: Vec<f64> = run
-        .stdout()
-        .lines()
-        .map(|line| line.split('\t').nth(1).unwrap().parse().unwrap())
-        .collect();
+    let printed = common::printed_scores(&run.stdout());
     assert_eq!(printed.len(), stored.len());
     for (p, s) in printed.iter().zip(&stored) {
         assert!((p - s).abs() <= 1e-4 * s.max(1.0), "{p} vs {s}");

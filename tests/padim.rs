@@ -5,9 +5,8 @@ mod common;
 
 use std::fs;
 
-use anodet::features::{EmbeddingKind, FeatureSpec, OnBadImage};
+use anodet::features::FeatureSpec;
 use anodet::model::RunModel;
-use anodet::progress::Silent;
 use anodet::scorer::{PadimParams, ScorerSpec};
 use common::{largest_standardised_gap, printed_scores as scores, read_npy_values, Workspace};
 
@@ -37,16 +36,9 @@ fn padim_fits_scores_evaluates_and_maps_through_the_cli() {
         size: Some(run.meta.preprocess.size),
         aspect: run.meta.preprocess.aspect,
     };
-    let (backbone, preprocess) = runtime.open_backbone(&features).unwrap();
-    let extractor = runtime.extractor(&backbone, &preprocess, &features.levels).unwrap();
-    let category = anodet::data::Category::discover(&ws.data(), "wood").unwrap();
-    let train: Vec<_> = category.training_good().iter().map(|s| s.path.clone()).collect();
-    let test: Vec<_> = category.test_samples().iter().map(|s| s.path.clone()).collect();
-    let embed = |paths: &[std::path::PathBuf]| {
-        extractor.embed(paths, EmbeddingKind::Patches, OnBadImage::Stop, &Silent).unwrap().0
-    };
-    let fresh = spec.scorer().unwrap().fit(&embed(&train)).unwrap();
-    let test_embeddings = embed(&test);
+    let (train_embeddings, test_embeddings, test) =
+        common::wood_patch_embeddings(&ws, &runtime, &features);
+    let fresh = spec.scorer().unwrap().fit(&train_embeddings).unwrap();
     let expected = fresh.score(&test_embeddings).unwrap();
     assert_eq!(run.scorer.score(&test_embeddings).unwrap(), expected);
     let mut args = vec!["score", "--model", "runs/p"];

@@ -28,6 +28,27 @@ pub fn cpu_runtime(batch_size: usize) -> anodet::pipeline::Runtime {
     }
 }
 
+/// The patch embeddings of the workspace's wood training images and of its test images, read as
+/// `features` says on `runtime`, and the test images' paths: a fit in memory to set beside a run
+/// the CLI fitted on the same images.
+pub fn wood_patch_embeddings(
+    ws: &Workspace,
+    runtime: &anodet::pipeline::Runtime,
+    features: &anodet::features::FeatureSpec,
+) -> (anodet::features::Embeddings, anodet::features::Embeddings, Vec<PathBuf>) {
+    use anodet::features::{EmbeddingKind, OnBadImage};
+    let (backbone, preprocess) = runtime.open_backbone(features).unwrap();
+    let extractor = runtime.extractor(&backbone, &preprocess, &features.levels).unwrap();
+    let category = anodet::data::Category::discover(&ws.data(), "wood").unwrap();
+    let train: Vec<_> = category.training_good().iter().map(|s| s.path.clone()).collect();
+    let test: Vec<_> = category.test_samples().iter().map(|s| s.path.clone()).collect();
+    let embed = |paths: &[PathBuf]| {
+        let silent = &anodet::progress::Silent;
+        extractor.embed(paths, EmbeddingKind::Patches, OnBadImage::Stop, silent).unwrap().0
+    };
+    (embed(&train), embed(&test), test)
+}
+
 /// A temporary workspace with `data/wood` (small, 96 px) generated in it.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
